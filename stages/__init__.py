@@ -1,0 +1,1 @@
+"""reel-driver: one module per dvc.yaml stage, plus the few modules they share."""

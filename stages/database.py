@@ -1,0 +1,74 @@
+"""PostgreSQL access: connections from the environment only, streamed reads.
+
+Credentials come from the libpq variables (PGHOST, PGPORT, PGDATABASE, PGUSER,
+PGPASSWORD, PGPASSFILE, PGSERVICE, ...) or from REEL_DRIVER_PG_DSN; never from
+params, and never logged.
+"""
+
+import os
+from collections.abc import Iterator
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from stages.errors import PipelineError
+
+DSN_VARIABLE = "REEL_DRIVER_PG_DSN"
+
+
+def _where(dsn: str) -> str:
+    """Where a DSN points, for messages: no password, ever."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "an unparsable DSN"
+    host = parts.get("host") or os.environ.get("PGHOST") or "the default host"
+    database = parts.get("dbname") or os.environ.get("PGDATABASE") or "the default database"
+    return f"{host}, database {database}"
+
+
+def connect() -> psycopg.Connection:
+    """A connection from REEL_DRIVER_PG_DSN, else from the libpq variables."""
+    dsn = os.environ.get(DSN_VARIABLE, "")
+    try:
+        return psycopg.connect(dsn)
+    except psycopg.Error as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise PipelineError(
+            f"cannot connect to PostgreSQL at {_where(dsn)}: {reason} "
+            f"(set {DSN_VARIABLE} or the PG* variables)"
+        ) from None
+
+
+def table_columns(conn: psycopg.Connection, table: sql.Identifier) -> list[str]:
+    """The column names of ``table``, in table order."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(table))
+            return [column.name for column in cur.description or []]
+    except psycopg.errors.UndefinedTable:
+        raise PipelineError(f"table {table.as_string(conn)} does not exist") from None
+    except psycopg.errors.InsufficientPrivilege as error:
+        raise PipelineError(f"no permission to read {table.as_string(conn)}: {error}") from None
+
+
+def copy_rows(
+    conn: psycopg.Connection, query: sql.Composable, types: list[str], batch_rows: int
+) -> Iterator[list[tuple]]:
+    """Stream the rows of ``query`` with binary COPY, ``batch_rows`` at a time.
+
+    Memory stays bounded by one batch, whatever the size of the table.
+    """
+    batch: list[tuple] = []
+    yielded = False
+    with conn.cursor() as cur:
+        with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)) as copy:
+            copy.set_types(types)
+            for row in copy.rows():
+                batch.append(row)
+                if len(batch) == batch_rows:
+                    yield batch
+                    batch, yielded = [], True
+    if batch or not yielded:  # an empty table still gives one (empty) batch
+        yield batch

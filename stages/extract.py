@@ -1,0 +1,66 @@
+"""extract: atp.training -> data/raw/training.parquet (sorted by imdb_id).
+
+From PostgreSQL (source: postgres) or the synthetic generator (source: sample).
+Identical source rows give a byte-identical file, so DVC reruns nothing
+downstream when the table did not change.
+"""
+
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+
+import polars as pl
+from psycopg import sql
+from tqdm import tqdm
+
+from stages import database, params, paths, sample, schema
+from stages.errors import run_stage
+from stages.outputs import write_parquet_batches
+
+log = logging.getLogger("reel_driver.extract")
+
+
+def select_query(table: sql.Identifier, columns: list[schema.Column]) -> sql.Composed:
+    """SELECT of the schema's columns, cast to their canonical types, in imdb_id byte order."""
+    casts = sql.SQL(", ").join(
+        sql.SQL("{}::{} AS {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type), sql.Identifier(c.name))
+        for c in columns
+    )
+    # COLLATE "C": byte order, the same on every server and as polars sorts the sample
+    return sql.SQL('SELECT {} FROM {} ORDER BY imdb_id COLLATE "C"').format(casts, table)
+
+
+def to_frames(batches: Iterable[list[tuple]], columns: list[schema.Column]) -> Iterator[pl.DataFrame]:
+    """Rows off the wire -> frames that obey the schema."""
+    wire = schema.wire_schema(columns)
+    for rows in batches:
+        yield schema.conform(pl.DataFrame(rows, schema=wire, orient="row"))
+
+
+def _from_postgres(settings: params.ExtractParams) -> Iterator[pl.DataFrame]:
+    table = sql.Identifier(*settings.table_parts)
+    with database.connect() as conn:
+        columns = schema.present_columns(database.table_columns(conn, table))
+        query = select_query(table, columns)
+        batches = database.copy_rows(conn, query, [c.pg_type for c in columns], settings.batch_rows)
+        # a progress bar on a terminal, nothing in CI logs
+        with tqdm(desc="extract", unit=" rows", disable=not sys.stderr.isatty()) as progress:
+            for frame in to_frames(batches, columns):
+                progress.update(frame.height)
+                yield frame
+
+
+def main() -> None:
+    settings = params.load().extract
+    if settings.source == "sample":
+        frames: Iterable[pl.DataFrame] = [sample.generate(settings.sample_rows, settings.seed)]
+        origin = f"the synthetic sample (seed {settings.seed})"
+    else:
+        frames = _from_postgres(settings)
+        origin = f"PostgreSQL table {settings.table}"
+    rows = write_parquet_batches(frames, paths.RAW)
+    log.info("%d rows from %s -> %s", rows, origin, paths.RAW)
+
+
+if __name__ == "__main__":
+    run_stage(main)

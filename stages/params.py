@@ -1,0 +1,111 @@
+"""params.yaml as typed, validated objects: one model per section.
+
+Stages call ``load()`` once at start; nothing else reads params.yaml. A bad
+value stops the stage with one line naming the key, the value and what is
+allowed, before any output is touched.
+"""
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stages import paths
+from stages.errors import PipelineError
+
+MediaType = Literal["movie", "tv_show", "tv_season"]
+ListColumn = Literal["origin_country", "production_countries", "spoken_languages", "genre", "production_companies"]
+CategoricalColumn = Literal["production_status", "original_language"]
+ZeroUnknownColumn = Literal["budget", "revenue", "runtime"]
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos (extract.sorce), not options to ignore; no field
+    # has a default, so params.yaml is the one place a value is set.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ValueError("values must not repeat")
+    return values
+
+
+class ExtractParams(_Section):
+    source: Literal["sample", "postgres"]
+    table: str
+    sample_rows: Annotated[int, Field(ge=100)]
+    seed: Annotated[int, Field(ge=0)]
+    batch_rows: Annotated[int, Field(ge=1)]
+
+    @field_validator("table")
+    @classmethod
+    def _schema_qualified(cls, table: str) -> str:
+        parts = table.split(".")
+        if len(parts) != 2 or not all(part.strip() for part in parts):
+            raise ValueError("must be schema-qualified, like atp.training")
+        return table
+
+    @property
+    def table_parts(self) -> tuple[str, str]:
+        schema, name = self.table.split(".")
+        return schema, name
+
+
+class PrepParams(_Section):
+    media_types: Annotated[list[MediaType], Field(min_length=1)]
+    drop_anomalous: bool
+    zero_as_unknown: list[ZeroUnknownColumn]
+    list_columns: list[ListColumn]
+    categorical_columns: list[CategoricalColumn]
+    min_count: Annotated[int, Field(ge=1)]
+
+    _no_repeats = field_validator(
+        "media_types", "zero_as_unknown", "list_columns", "categorical_columns"
+    )(_unique)
+
+
+class SplitParams(_Section):
+    test_size: Annotated[float, Field(gt=0, lt=1)]
+    seed: Annotated[int, Field(ge=0)]
+
+
+class Params(_Section):
+    extract: ExtractParams
+    prep: PrepParams
+    split: SplitParams
+
+
+def _describe(error: ValidationError, source: Path) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        section = Params.model_fields.get(str(first["loc"][0]))
+        model = section.annotation if section and len(first["loc"]) > 1 else Params
+        allowed = ", ".join(model.model_fields)  # type: ignore[union-attr]
+        return f"{source}: unknown key {key}; allowed keys here: {allowed}"
+    if first["type"] == "missing":
+        return f"{source}: missing key {key}"
+    return f"{source}: {key} = {first['input']!r}: {first['msg']}"
+
+
+def parse(raw: Any, source: Path = paths.PARAMS) -> Params:
+    """Validate a params mapping; raises PipelineError with one line on the first problem."""
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise PipelineError(_describe(error, source)) from None
+
+
+def load(path: Path = paths.PARAMS) -> Params:
+    """Read and validate params.yaml."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found: run from the repository root") from None
+    except yaml.YAMLError as error:
+        raise PipelineError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from error
+    return parse(raw, path)

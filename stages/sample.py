@@ -1,0 +1,270 @@
+"""A synthetic atp.training, so the whole pipeline runs with no database.
+
+Shaped like the real table: its columns and types, about one would_watch in ten
+movies, a few tv_show/tv_season rows, the real rates of NULL and of 0-as-unknown,
+list columns with TMDB genres and ISO codes, NULL arrays. Calibrated on the
+real export's aggregates only (rates, quantiles, value frequencies); no real
+row, title or id is here. Labels follow the owner's stated preferences (seed
+001, "why XGBoost"), so a model trained on the sample has something to learn.
+"""
+
+from datetime import datetime, timezone
+
+import numpy as np
+import polars as pl
+from scipy.optimize import brentq
+from scipy.special import expit
+
+from stages import schema
+
+# Relative frequencies in the real export (per 1,000 list entries, rounded).
+GENRES = {
+    "Drama": 1497, "Comedy": 1060, "Thriller": 732, "Action": 519, "Documentary": 490,
+    "Horror": 476, "Romance": 453, "Crime": 404, "Adventure": 260, "Family": 243,
+    "TV Movie": 228, "Science Fiction": 226, "Fantasy": 203, "Mystery": 189, "Music": 175,
+    "Animation": 173, "History": 125, "War": 75, "Western": 63,
+}
+TV_GENRES = ["Sci-Fi & Fantasy", "Action & Adventure", "Reality", "Kids", "News", "Talk", "Comedy", "Drama"]
+# country -> (weight, original language of a film made there)
+COUNTRIES = {
+    "US": (2307, "en"), "GB": (373, "en"), "FR": (177, "fr"), "CA": (174, "en"), "IN": (132, "hi"),
+    "IT": (74, "it"), "JP": (73, "ja"), "ES": (65, "es"), "DE": (63, "de"), "AU": (63, "en"),
+    "BE": (50, "fr"), "TR": (45, "tr"), "CN": (38, "zh"), "HK": (35, "cn"), "NL": (34, "nl"),
+    "MX": (31, "es"), "KR": (29, "ko"), "SE": (28, "sv"), "RO": (27, "ro"), "ID": (26, "id"),
+    "IE": (25, "en"), "BR": (24, "pt"), "NO": (21, "no"), "PL": (20, "pl"), "DK": (20, "da"),
+    "PH": (17, "tl"), "CH": (14, "de"), "AT": (14, "de"), "NG": (14, "en"), "TH": (13, "th"),
+    "AR": (12, "es"), "FI": (9, "fi"), "CZ": (8, "cs"), "GR": (7, "el"), "IR": (7, "fa"),
+    "RU": (9, "ru"), "IL": (6, "he"), "ZA": (6, "en"), "NZ": (8, "en"), "EG": (5, "ar"),
+}
+# Indian films split across these original languages.
+INDIAN_LANGUAGES = ["hi", "te", "ta", "ml", "pa"]
+# second spoken languages, beside the original one
+SECOND_LANGUAGES = {"en": 40, "fr": 12, "es": 12, "de": 8, "it": 5, "ru": 5, "ja": 3, "zh": 3, "ar": 3, "la": 2, "xx": 2}
+STATUSES_MOVIE = {"Released": 0.998, "In Production": 0.001, "Canceled": 0.001}
+STATUSES_TV = {"Returning Series": 0.75, "Ended": 0.25}
+
+# Rates in the real export, movies only unless noted.
+P_TV_SHOW = 0.008
+P_TV_SEASON = 0.004
+P_POSITIVE = 0.102
+P_BUDGET_KNOWN = 0.20
+P_RUNTIME_ZERO = 0.034
+P_NO_ORIGIN = 0.001
+P_NO_PRODUCTION_COUNTRIES = 0.137
+P_NO_SPOKEN = 0.084
+P_NO_GENRE = 0.014
+P_NO_COMPANIES = 0.166
+P_EMPTY_TAGLINE = 0.52
+P_EMPTY_OVERVIEW = 0.007
+P_TRANSLATED_TITLE = 0.22
+# Flags of newer deployments: a few items verified but always mispredicted.
+P_ANOMALOUS = 0.005
+P_HUMAN_LABELED = 0.02
+
+_WORDS = (
+    "silent harbor midnight glass river crown ember winter orchard signal hollow "
+    "paper empire velvet storm canyon lantern echo frontier garden mirror shadow "
+    "station copper island memory thunder cradle falcon summer harvest compass "
+    "stranger ocean ashes meridian tide circus phantom horizon"
+).split()
+_FOREIGN = "la el der die le les los das il du del van".split()
+_COMPANY_STEMS = "north bright iron blue stone silver red oak high lake star grand".split()
+_COMPANY_KINDS = ["Pictures", "Films", "Studios", "Entertainment", "Media", "Productions"]
+_CREATED = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def generate(rows: int, seed: int) -> pl.DataFrame:
+    """``rows`` synthetic rows of atp.training, the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    media_type = rng.choice(
+        list(schema.MEDIA_TYPES), size=rows, p=[1 - P_TV_SHOW - P_TV_SEASON, P_TV_SHOW, P_TV_SEASON]
+    )
+    movie = media_type == "movie"
+    popularity = rng.normal(size=rows)
+    quality = rng.normal(size=rows)
+
+    numbers = _numbers(rng, popularity, quality, movie)
+    lists = _lists(rng, popularity, movie)
+    texts = _texts(rng, rows)
+    label = _labels(rng, numbers, lists, movie)
+
+    frame = pl.DataFrame(
+        {
+            "imdb_id": _imdb_ids(rng, rows),
+            "tmdb_id": _tmdb_ids(rng, rows),
+            "label": label,
+            "media_type": media_type,
+            **texts,
+            **numbers,
+            **lists,
+            "human_labeled": rng.random(rows) < P_HUMAN_LABELED,
+            "anomalous": movie & (rng.random(rows) < P_ANOMALOUS),
+            "created_at": [_CREATED] * rows,
+            "updated_at": [_CREATED] * rows,
+        },
+        strict=False,
+    )
+    return schema.conform(frame).sort("imdb_id")
+
+
+def _imdb_ids(rng: np.random.Generator, rows: int) -> list[str]:
+    # tt9xxxxxxx: eight digits, well above any id IMDb has issued, so never a real one
+    numbers = rng.choice(10_000_000, size=rows, replace=False) + 90_000_000
+    return [f"tt{n}" for n in numbers]
+
+
+def _tmdb_ids(rng: np.random.Generator, rows: int) -> np.ndarray:
+    ids = rng.choice(np.arange(1, 1_500_000), size=rows, replace=False)
+    ids[-1] = ids[0]  # the real table has two IMDb ids sharing one tmdb_id
+    return ids
+
+
+def _masked(values: np.ndarray, keep: np.ndarray) -> list:
+    return [v if k else None for v, k in zip(values.tolist(), keep)]
+
+
+def _numbers(rng: np.random.Generator, popularity: np.ndarray, quality: np.ndarray, movie: np.ndarray) -> dict:
+    rows = popularity.size
+    # IMDb votes: heavy right tail (real quantiles of log10: 1.2, 2.1, 2.7, 3.4, 5.2 at 5/25/50/75/95%)
+    log_votes = 2.7 + 1.05 * popularity + 0.65 * np.maximum(popularity - 0.6, 0) ** 1.3
+    imdb_votes = np.round(10 ** (log_votes + rng.normal(0, 0.15, rows))).astype(np.int64)
+    has_imdb = popularity + rng.normal(0, 0.6, rows) > -1.55  # 13% unknown, the obscure ones
+    has_imdb_rating = has_imdb & (rng.random(rows) > 0.12)
+    imdb_rating = np.clip(np.round(6.2 + 1.0 * quality + 0.2 * popularity, 1), 1.0, 9.6)
+
+    tmdb_votes = np.round(10 ** (log_votes - 1.55 + rng.normal(0, 0.35, rows))).astype(np.int64)
+    tmdb_votes[tmdb_votes < 1] = 0
+    tmdb_rating = np.clip(np.round(6.0 + 0.6 * quality + rng.normal(0, 1.4, rows), 3), 0.5, 10.0)
+    tmdb_rating[tmdb_votes == 0] = 0.0
+
+    # Rotten Tomatoes and Metacritic review mostly known films (30% and 19% have scores).
+    has_rt = popularity + rng.normal(0, 0.5, rows) > 0.55
+    rt_score = np.clip(np.round(72 + 20 * quality + rng.normal(0, 12, rows)), 0, 100).astype(np.int64)
+    has_meta = has_rt & (rng.random(rows) < 0.62)
+    metascore = np.clip(np.round(15 + 0.65 * rt_score + rng.normal(0, 8, rows)), 4, 100).astype(np.int64)
+
+    recent = rng.random(rows) < 0.55
+    age = np.where(recent, rng.exponential(2.5, rows), rng.exponential(28, rows))
+    release_year = np.clip(2025 - np.floor(age), 1912, 2025).astype(np.int64)
+
+    budget_known = popularity + rng.normal(0, 0.6, rows) > 0.95
+    budget = np.round(10 ** (6.6 + 0.4 * popularity + rng.normal(0, 0.8, rows)), -3).astype(np.int64)
+    budget = np.where(budget_known, np.clip(budget, 1000, 380_000_000), 0)
+    revenue_known = budget_known & (rng.random(rows) < 0.93)
+    revenue = np.round(budget * 10 ** rng.normal(0.15, 0.6, rows)).astype(np.int64)
+    revenue = np.where(revenue_known, np.clip(revenue, 1, 2_900_000_000), 0)
+    runtime = np.clip(np.round(rng.normal(96, 17, rows)), 40, 240).astype(np.int64)
+    runtime[rng.random(rows) < P_RUNTIME_ZERO] = 0
+
+    tv = ~movie
+    return {
+        "season": _masked(rng.integers(1, 12, rows), tv),
+        "episode": _masked(rng.integers(2, 24, rows), tv & (rng.random(rows) < 0.8)),
+        "release_year": release_year,
+        # TV rows have no budget, revenue or runtime, as in the real table.
+        "budget": _masked(budget, movie),
+        "revenue": _masked(revenue, movie),
+        "runtime": _masked(runtime, movie),
+        "tmdb_rating": tmdb_rating,
+        "tmdb_votes": tmdb_votes,
+        "rt_score": _masked(rt_score, has_rt),
+        "metascore": _masked(metascore, has_meta),
+        "imdb_rating": _masked(imdb_rating, has_imdb_rating),
+        "imdb_votes": _masked(imdb_votes, has_imdb),
+    }
+
+
+def _weighted(rng: np.random.Generator, weights: dict, size: int) -> list[str]:
+    names = list(weights)
+    p = np.array([float(w) for w in weights.values()])
+    return rng.choice(names, size=size, replace=False, p=p / p.sum()).tolist()
+
+
+def _lists(rng: np.random.Generator, popularity: np.ndarray, movie: np.ndarray) -> dict:
+    rows = popularity.size
+    country_weights = {code: weight for code, (weight, _) in COUNTRIES.items()}
+    companies = [f"{a.title()}{b} {kind}" for a in _COMPANY_STEMS for b in ("gate", "field", "line", "works") for kind in _COMPANY_KINDS[:3]]
+    company_weights = {name: 1.0 / (rank + 1) for rank, name in enumerate(companies)}
+    out: dict[str, list] = {k: [] for k in ("origin_country", "production_countries", "spoken_languages", "genre", "production_companies", "original_language", "production_status")}
+    for i in range(rows):
+        n_countries = 1 + min(rng.geometric(0.88) - 1, 5)
+        origin = _weighted(rng, country_weights, n_countries)
+        language = COUNTRIES[origin[0]][1]
+        if origin[0] == "IN":
+            language = INDIAN_LANGUAGES[rng.integers(len(INDIAN_LANGUAGES))]
+        spoken = [language] + [s for s in _weighted(rng, SECOND_LANGUAGES, min(rng.geometric(0.8) - 1, 4)) if s != language]
+        n_genres = min(rng.geometric(0.45), 6)
+        genres = _weighted(rng, GENRES, n_genres) if movie[i] else _weighted(rng, {g: 1 for g in TV_GENRES}, min(n_genres, 3))
+        n_companies = min(rng.geometric(0.45), 8)
+        statuses = STATUSES_MOVIE if movie[i] else STATUSES_TV
+        out["origin_country"].append(None if rng.random() < P_NO_ORIGIN else origin)
+        out["production_countries"].append(None if rng.random() < P_NO_PRODUCTION_COUNTRIES else origin + _weighted(rng, country_weights, int(rng.random() < 0.15)))
+        out["spoken_languages"].append(None if rng.random() < P_NO_SPOKEN else spoken)
+        out["genre"].append(None if rng.random() < P_NO_GENRE else genres)
+        out["production_companies"].append(None if rng.random() < P_NO_COMPANIES else _weighted(rng, company_weights, n_companies))
+        out["original_language"].append(language)
+        out["production_status"].append(rng.choice(list(statuses), p=list(statuses.values())))
+    # A few awkward values the real table has: an empty array and a NULL element.
+    out["production_companies"][0] = []
+    out["genre"][1] = [None, "Drama"]
+    return out
+
+
+def _texts(rng: np.random.Generator, rows: int) -> dict:
+    titles, originals, taglines, overviews = [], [], [], []
+    for _ in range(rows):
+        words = rng.choice(_WORDS, size=rng.integers(1, 4), replace=False)
+        title = ("The " if rng.random() < 0.4 else "") + " ".join(w.title() for w in words)
+        titles.append(title)
+        originals.append(f"{rng.choice(_FOREIGN).title()} {title}" if rng.random() < P_TRANSLATED_TITLE else title)
+        taglines.append("" if rng.random() < P_EMPTY_TAGLINE else f"Every {words[0]} has a {rng.choice(_WORDS)}.")
+        sentences = int(rng.integers(2, 8))
+        overview = " ".join(f"A {rng.choice(_WORDS)} {rng.choice(_WORDS)} meets the {rng.choice(_WORDS)} of {title}." for _ in range(sentences))
+        overviews.append("" if rng.random() < P_EMPTY_OVERVIEW else overview)
+    return {"media_title": titles, "original_media_title": originals, "tagline": taglines, "overview": overviews}
+
+
+def _labels(rng: np.random.Generator, numbers: dict, lists: dict, movie: np.ndarray) -> list[str]:
+    """Draw labels from the owner's preferences (seed 001), then fix the base rate at ~1:9."""
+
+    def column(name: str, missing: float) -> np.ndarray:
+        return np.array([missing if v is None else v for v in numbers[name]], dtype=float)
+
+    votes = column("imdb_votes", 10.0)
+    rt = column("rt_score", np.nan)
+    year = np.asarray(numbers["release_year"])
+    genres = [set(g or []) for g in lists["genre"]]
+    has = lambda name: np.array([name in g for g in genres])  # noqa: E731
+    english = np.array([lang == "en" for lang in lists["original_language"]])
+    rt_known = ~np.isnan(rt)
+    rt0 = np.nan_to_num(rt)
+
+    # Popular films are the ones the owner watches: the real rate climbs from ~0
+    # below 1,000 IMDb votes to ~0.9 above 100,000.
+    logit = 2.8 * (np.log10(votes) - 4.45)
+    # High RT score with few votes: a festival film the owner skips.
+    logit -= 3.0 * (rt_known & (rt0 > 85) & (votes < 1_000))
+    # High RT score with many votes: a strong yes.
+    logit += 1.5 * (rt_known & (rt0 >= 80) & (votes > 50_000))
+    # Comedies with a low RT score but many votes are often enjoyable.
+    comedy = has("Comedy")
+    logit += 2.5 * (comedy & rt_known & (rt0 < 50) & (votes > 50_000))
+    logit -= 1.5 * (~comedy & rt_known & (rt0 < 40))
+    # Action and drama need both a high RT score and many votes.
+    logit -= 1.0 * ((has("Action") | has("Drama")) & ~(rt_known & (rt0 > 70) & (votes > 50_000)))
+    # Not English: only when RT > 90 and more than 100,000 votes.
+    exception = rt_known & (rt0 > 90) & (votes > 100_000)
+    logit += np.where(english, 0.0, np.where(exception, 1.0, -4.0))
+    logit -= 1.5 * has("Documentary") + 3.0 * has("TV Movie") + 0.7 * has("Horror")
+    logit += 0.5 * ((year >= 1990) & (year < 2010))
+
+    logit += _offset_for_rate(logit[movie], P_POSITIVE)
+    positive = rng.random(movie.size) < expit(logit)
+    # Series are mostly kept (41 of 45 in the real table).
+    positive = np.where(movie, positive, rng.random(movie.size) < 0.9)
+    return np.where(positive, schema.POSITIVE_LABEL, "would_not_watch").tolist()
+
+
+def _offset_for_rate(logit: np.ndarray, rate: float) -> float:
+    """The shift of ``logit`` whose mean probability is ``rate``."""
+    return brentq(lambda shift: expit(logit + shift).mean() - rate, -30.0, 30.0)

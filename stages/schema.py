@@ -1,0 +1,107 @@
+"""atp.training as the pipeline sees it: column -> dtype, required or optional.
+
+This is the one place that knows the table's shape. Extract enforces it at the
+boundary (database or sample), so every later stage can trust the raw parquet.
+"""
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from stages.errors import PipelineError
+
+LABELS = ("would_watch", "would_not_watch")
+MEDIA_TYPES = ("movie", "tv_show", "tv_season")
+POSITIVE_LABEL = "would_watch"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: pl.DataType
+    # What the extract query casts the column to. Enums and NUMERIC arrive as
+    # text and float8; casting CHAR(2)[] to text[] trims PostgreSQL's blank padding.
+    pg_type: str
+    required: bool = True
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("imdb_id", pl.String(), "text"),
+    Column("tmdb_id", pl.Int64(), "int8"),
+    Column("label", pl.Enum(LABELS), "text"),
+    Column("media_type", pl.Enum(MEDIA_TYPES), "text"),
+    Column("media_title", pl.String(), "text"),
+    Column("season", pl.Int16(), "int2"),
+    Column("episode", pl.Int16(), "int2"),
+    Column("release_year", pl.Int16(), "int2"),
+    Column("budget", pl.Int64(), "int8"),
+    Column("revenue", pl.Int64(), "int8"),
+    Column("runtime", pl.Int64(), "int8"),
+    Column("origin_country", pl.List(pl.String()), "text[]"),
+    Column("production_companies", pl.List(pl.String()), "text[]"),
+    Column("production_countries", pl.List(pl.String()), "text[]"),
+    Column("production_status", pl.String(), "text"),
+    Column("original_language", pl.String(), "text"),
+    Column("spoken_languages", pl.List(pl.String()), "text[]"),
+    Column("genre", pl.List(pl.String()), "text[]"),
+    Column("original_media_title", pl.String(), "text"),
+    Column("tagline", pl.String(), "text"),
+    Column("overview", pl.String(), "text"),
+    Column("tmdb_rating", pl.Float64(), "float8"),
+    Column("tmdb_votes", pl.Int64(), "int8"),
+    Column("rt_score", pl.Int16(), "int2"),
+    Column("metascore", pl.Int16(), "int2"),
+    Column("imdb_rating", pl.Float64(), "float8"),
+    Column("imdb_votes", pl.Int64(), "int8"),
+    # Only newer deployments have the two flags.
+    Column("human_labeled", pl.Boolean(), "bool", required=False),
+    Column("anomalous", pl.Boolean(), "bool", required=False),
+    Column("created_at", pl.Datetime("us", "UTC"), "timestamptz"),
+    Column("updated_at", pl.Datetime("us", "UTC"), "timestamptz"),
+)
+
+BY_NAME = {column.name: column for column in COLUMNS}
+LIST_COLUMNS = tuple(c.name for c in COLUMNS if isinstance(c.dtype, pl.List))
+ENUM_COLUMNS = tuple(c.name for c in COLUMNS if isinstance(c.dtype, pl.Enum))
+
+
+def present_columns(available: list[str]) -> list[Column]:
+    """The schema's columns that ``available`` has, in schema order.
+
+    Raises PipelineError naming the first required column that is missing.
+    """
+    missing = [c.name for c in COLUMNS if c.required and c.name not in available]
+    if missing:
+        raise PipelineError(
+            f"atp.training is missing required column(s) {', '.join(missing)}; "
+            f"found: {', '.join(available) or 'none'}"
+        )
+    return [c for c in COLUMNS if c.name in available]
+
+
+def wire_schema(columns: list[Column]) -> dict[str, pl.DataType]:
+    """Dtypes of rows as they come off the wire: enum columns are still text."""
+    return {c.name: pl.String() if c.name in ENUM_COLUMNS else c.dtype for c in columns}
+
+
+def conform(frame: pl.DataFrame) -> pl.DataFrame:
+    """Enforce the schema on rows from any source: columns, order, dtypes, enum values.
+
+    Extra columns are dropped; a missing required column or a value outside an
+    enum raises PipelineError naming the column, the value and a row.
+    """
+    columns = present_columns(frame.columns)
+    for name in ENUM_COLUMNS:
+        allowed = BY_NAME[name].dtype.categories.to_list()
+        values = frame.get_column(name).cast(pl.String)
+        bad = frame.filter(values.is_not_null() & ~values.is_in(allowed))
+        if bad.height:
+            row = bad.row(0, named=True)
+            raise PipelineError(
+                f"column {name}: unknown value {row[name]!r} (imdb_id {row['imdb_id']}); "
+                f"allowed: {', '.join(allowed)}"
+            )
+    try:
+        return frame.select(pl.col(c.name).cast(c.dtype, strict=True) for c in columns)
+    except pl.exceptions.PolarsError as error:
+        raise PipelineError(f"atp.training rows do not fit the schema: {error}") from error

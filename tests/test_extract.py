@@ -1,0 +1,200 @@
+"""extract against a real PostgreSQL (from a pip wheel) in the production schema."""
+
+import hashlib
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+import psycopg
+import pyarrow.parquet as pq
+import pytest
+
+from stages import extract, paths, schema
+from stages.errors import PipelineError
+from tests.conftest import REPO, insert_rows
+
+AWKWARD_ROWS = """
+INSERT INTO atp.training (imdb_id, tmdb_id, label, media_type, media_title, release_year,
+    budget, revenue, runtime, origin_country, production_countries, spoken_languages, genre,
+    production_companies, original_language, tmdb_rating, imdb_rating, rt_score, created_at, updated_at)
+VALUES
+  ('tt0000001', 11, 'would_watch', 'movie', 'Empty Arrays', 2020, 0, 0, 0,
+   '{}', '{}', '{}', '{}', '{}', 'en', 7.125, 6.5, 91, '2025-03-01 10:00+00', '2025-03-02 12:30+02'),
+  ('tt0000002', 12, 'would_not_watch', 'movie', 'Null Elements', 2021, NULL, NULL, NULL,
+   '{NULL,US,U}', '{NULL}', '{en,NULL,e}', '{NULL,Drama}', '{NULL,"A, Co."}', 'e', 0, NULL, NULL,
+   '2025-03-01 10:00+00', '2025-03-01 10:00+00'),
+  ('tt00000003', 12, 'would_not_watch', 'tv_season', 'All Null', 1999, NULL, NULL, NULL,
+   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '2025-03-01 10:00+00', '2025-03-01 10:00+00')
+"""
+
+
+def run_extract() -> pl.DataFrame:
+    extract.main()
+    return pl.read_parquet(paths.RAW)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def execute(dsn: str, *statements: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+@pytest.fixture
+def from_postgres(workdir, atp_db: str) -> str:
+    workdir(extract={"source": "postgres"})
+    return atp_db
+
+
+@pytest.mark.parametrize("flags", [True, False], ids=["with-flags", "without-flags"])
+def test_awkward_rows_come_out_exactly(from_postgres: str, flags: bool) -> None:
+    if not flags:
+        execute(from_postgres, "ALTER TABLE atp.training DROP COLUMN human_labeled, DROP COLUMN anomalous")
+    execute(from_postgres, AWKWARD_ROWS)
+
+    raw = run_extract()
+
+    assert raw.get_column("imdb_id").to_list() == ["tt00000003", "tt0000001", "tt0000002"]  # byte order
+    assert ("anomalous" in raw.columns) is flags and ("human_labeled" in raw.columns) is flags
+    assert raw.schema == {c.name: c.dtype for c in schema.COLUMNS if flags or c.required}
+    all_null, empty, null_elements = raw.iter_rows(named=True)
+    assert [empty[c] for c in schema.LIST_COLUMNS] == [[]] * 5
+    assert null_elements["origin_country"] == [None, "US", "U"]  # CHAR(2) padding trimmed
+    assert null_elements["spoken_languages"] == ["en", None, "e"]
+    assert null_elements["production_companies"] == [None, "A, Co."]
+    assert null_elements["original_language"] == "e"
+    assert [all_null[c] for c in schema.LIST_COLUMNS] == [None] * 5
+    assert all_null["original_language"] is None and all_null["budget"] is None
+    assert (empty["budget"], empty["revenue"], empty["runtime"]) == (0, 0, 0)
+    assert empty["tmdb_rating"] == 7.125 and empty["imdb_rating"] == 6.5 and empty["rt_score"] == 91
+    assert empty["updated_at"] == datetime(2025, 3, 2, 10, 30, tzinfo=timezone.utc)
+    assert (empty["label"], all_null["media_type"]) == ("would_watch", "tv_season")
+    if flags:
+        assert raw.get_column("anomalous").to_list() == [False, False, False]
+
+
+def test_identical_rows_give_identical_bytes(from_postgres: str) -> None:
+    execute(from_postgres, AWKWARD_ROWS)
+    run_extract()
+    first = sha256(paths.RAW)
+    run_extract()
+    assert sha256(paths.RAW) == first
+    execute(from_postgres, "UPDATE atp.training SET label = 'would_watch' WHERE imdb_id = 'tt0000002'")
+    run_extract()
+    assert sha256(paths.RAW) != first
+
+
+def test_streams_in_batches_of_batch_rows(workdir, from_postgres: str) -> None:
+    execute(from_postgres, AWKWARD_ROWS)
+    whole = run_extract()
+    workdir(extract={"batch_rows": 2})
+    batched = run_extract()
+    assert batched.equals(whole)
+    assert pq.ParquetFile(paths.RAW).num_row_groups == 2
+
+
+def test_empty_table_gives_an_empty_file_with_the_schema(from_postgres: str) -> None:
+    raw = run_extract()
+    assert raw.height == 0
+    assert raw.columns == [c.name for c in schema.COLUMNS]
+
+
+def test_quotes_the_table_name(workdir, from_postgres: str) -> None:
+    execute(
+        from_postgres,
+        'CREATE TABLE atp."Training; DROP TABLE x" (LIKE atp.training INCLUDING ALL)',
+        AWKWARD_ROWS.replace("atp.training", 'atp."Training; DROP TABLE x"'),
+    )
+    workdir(extract={"table": "atp.Training; DROP TABLE x"})
+    assert run_extract().height == 3
+
+
+def test_unknown_label_value_is_named_and_nothing_is_lost(from_postgres: str) -> None:
+    execute(from_postgres, AWKWARD_ROWS)
+    run_extract()
+    before = sha256(paths.RAW)
+    execute(
+        from_postgres,
+        "ALTER TYPE atp.label_type ADD VALUE 'would_rewatch'",
+        "UPDATE atp.training SET label = 'would_rewatch' WHERE imdb_id = 'tt0000002'",
+    )
+    with pytest.raises(PipelineError, match=r"column label: unknown value 'would_rewatch' \(imdb_id tt0000002\)"):
+        run_extract()
+    assert sha256(paths.RAW) == before
+    assert not list(paths.RAW.parent.glob(".*.tmp"))
+
+
+def test_missing_required_column_is_named(from_postgres: str) -> None:
+    execute(from_postgres, "ALTER TABLE atp.training DROP COLUMN genre, DROP COLUMN imdb_votes")
+    with pytest.raises(PipelineError, match=r"missing required column\(s\) genre, imdb_votes"):
+        run_extract()
+
+
+def test_missing_table_is_named(workdir, from_postgres: str) -> None:
+    workdir(extract={"table": "atp.trainig"})
+    with pytest.raises(PipelineError, match=r'table "atp"."trainig" does not exist'):
+        run_extract()
+
+
+def test_connection_error_is_one_line_without_the_password(workdir, monkeypatch, tmp_path) -> None:
+    workdir(extract={"source": "postgres"})
+    monkeypatch.setenv("REEL_DRIVER_PG_DSN", f"host={tmp_path}/nowhere port=1 user=me password=hunter2 connect_timeout=2")
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.extract"], capture_output=True, text=True, env=None, cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: cannot connect to PostgreSQL at {tmp_path}/nowhere, database")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "hunter2" not in result.stderr + result.stdout
+    assert not paths.RAW.exists()
+
+
+@pytest.mark.parametrize("flags", ["none", "clear", "anomalous"])
+def test_real_export_round_trips_through_postgres(workdir, from_postgres: str, real_export: pl.DataFrame, flags: str) -> None:
+    from stages import params, prep
+
+    insert_rows(from_postgres, real_export)
+    if flags == "none":
+        execute(from_postgres, "ALTER TABLE atp.training DROP COLUMN human_labeled, DROP COLUMN anomalous")
+    if flags == "anomalous":  # as realdb.py --flags does: 20 movies marked
+        execute(
+            from_postgres,
+            "UPDATE atp.training SET anomalous = true WHERE imdb_id IN "
+            "(SELECT imdb_id FROM atp.training WHERE media_type = 'movie' ORDER BY imdb_id LIMIT 20)",
+        )
+
+    raw = run_extract()
+
+    assert raw.height == 3750
+    as_text = pl.col(pl.Enum, pl.Categorical).cast(pl.String)
+    expected = real_export.sort("imdb_id").with_columns(as_text)
+    assert raw.select(real_export.columns).with_columns(as_text).equals(expected)
+    movies = prep.select_rows(raw, params.load().prep)
+    flagged = real_export.filter(pl.col("media_type") == "movie").sort("imdb_id").head(20 if flags == "anomalous" else 0)
+    flagged_positive = flagged.filter(pl.col("label") == "would_watch").height
+    assert movies.height == 3705 - flagged.height
+    assert movies.get_column("label").sum() == 379 - flagged_positive
+
+
+def test_sample_source_is_byte_identical(workdir) -> None:
+    run_extract()
+    first = sha256(paths.RAW)
+    run_extract()
+    assert sha256(paths.RAW) == first
+    workdir(extract={"seed": 7})
+    run_extract()
+    assert sha256(paths.RAW) != first
+
+
+def test_shipped_ddl_matches_the_production_schema() -> None:
+    production = REPO.parent / "shared" / "schema" / "atp_training.sql"
+    if not production.exists():
+        pytest.skip("../shared is not beside this clone")
+    shipped = (REPO / "tests" / "data" / "atp_training.sql").read_text()
+    statements = [line for line in production.read_text().splitlines() if line and not line.startswith("--")]
+    assert [line for line in shipped.splitlines() if line and not line.startswith("--")] == statements

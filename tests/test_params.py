@@ -1,0 +1,106 @@
+"""params.yaml validation: good values load, bad ones give one line naming key and value."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import params
+from stages.errors import PipelineError
+
+REPO_PARAMS = yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text())
+
+
+def with_value(section: str, key: str, value: object) -> dict:
+    raw = copy.deepcopy(REPO_PARAMS)
+    raw[section][key] = value
+    return raw
+
+
+def test_repository_params_load() -> None:
+    loaded = params.parse(REPO_PARAMS)
+    assert loaded.extract.source == "sample"
+    assert loaded.extract.table_parts == ("atp", "training")
+    assert loaded.split.test_size == 0.15
+    assert loaded.prep.media_types == ["movie"]
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("extract", "source", "postgres"),
+        ("extract", "table", "public.my_training"),
+        ("extract", "sample_rows", 100),
+        ("prep", "media_types", ["movie", "tv_show"]),
+        ("prep", "zero_as_unknown", []),
+        ("prep", "list_columns", ["genre", "production_companies"]),
+        ("prep", "min_count", 1),
+        ("split", "test_size", 0.3),
+        ("split", "seed", 0),
+    ],
+)
+def test_good_values(section: str, key: str, value: object) -> None:
+    loaded = params.parse(with_value(section, key, value))
+    assert getattr(getattr(loaded, section), key) == value
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("extract", "source", "sampel", "extract.source = 'sampel': Input should be 'sample' or 'postgres'"),
+        ("extract", "table", "training", "extract.table = 'training': Value error, must be schema-qualified"),
+        ("extract", "table", "a.b.c", "must be schema-qualified"),
+        ("extract", "sample_rows", 10, "extract.sample_rows = 10: Input should be greater than or equal to 100"),
+        ("extract", "seed", -1, "extract.seed = -1"),
+        ("extract", "batch_rows", 0, "extract.batch_rows = 0"),
+        ("extract", "sample_rows", "many", "extract.sample_rows = 'many'"),
+        ("prep", "media_types", [], "prep.media_types = []"),
+        ("prep", "media_types", ["film"], "prep.media_types.0 = 'film': Input should be 'movie', 'tv_show' or 'tv_season'"),
+        ("prep", "list_columns", ["genre", "genre"], "values must not repeat"),
+        ("prep", "zero_as_unknown", ["imdb_votes"], "prep.zero_as_unknown.0 = 'imdb_votes'"),
+        ("prep", "min_count", 0, "prep.min_count = 0"),
+        ("prep", "drop_anomalous", "sometimes", "prep.drop_anomalous = 'sometimes'"),
+        ("split", "test_size", 1.5, "split.test_size = 1.5: Input should be less than 1"),
+        ("split", "test_size", 0, "split.test_size = 0: Input should be greater than 0"),
+    ],
+)
+def test_bad_values(section: str, key: str, value: object, message: str) -> None:
+    with pytest.raises(PipelineError) as caught:
+        params.parse(with_value(section, key, value))
+    line = str(caught.value)
+    assert message in line
+    assert "\n" not in line
+
+
+def test_unknown_key_is_an_error_that_lists_the_allowed_keys() -> None:
+    raw = copy.deepcopy(REPO_PARAMS)
+    raw["extract"]["sorce"] = "postgres"
+    with pytest.raises(PipelineError, match=r"unknown key extract\.sorce; allowed keys here: source, table"):
+        params.parse(raw)
+
+
+def test_unknown_section_is_an_error() -> None:
+    with pytest.raises(PipelineError, match=r"unknown key trian; allowed keys here: extract, prep, split"):
+        params.parse({**REPO_PARAMS, "trian": {}})
+
+
+def test_missing_key_is_named() -> None:
+    raw = copy.deepcopy(REPO_PARAMS)
+    del raw["split"]["seed"]
+    with pytest.raises(PipelineError, match=r"missing key split\.seed"):
+        params.parse(raw)
+
+
+@pytest.mark.parametrize("text", ["", "- a list\n", "extract: [unclosed\n"])
+def test_unreadable_file_is_one_line(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(PipelineError, match="params.yaml") as caught:
+        params.load(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_file_says_where_to_run(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match="run from the repository root"):
+        params.load(tmp_path / "params.yaml")
