@@ -127,7 +127,7 @@ def _numbers(rng: np.random.Generator, popularity: np.ndarray, quality: np.ndarr
     rows = popularity.size
     # IMDb votes: heavy right tail (real quantiles of log10: 1.2, 2.1, 2.7, 3.4, 5.2 at 5/25/50/75/95%)
     log_votes = 2.7 + 1.05 * popularity + 0.65 * np.maximum(popularity - 0.6, 0) ** 1.3
-    imdb_votes = np.round(10 ** (log_votes + rng.normal(0, 0.15, rows))).astype(np.int64)
+    imdb_votes = np.minimum(np.round(10 ** (log_votes + rng.normal(0, 0.15, rows))), 3_100_000).astype(np.int64)
     has_imdb = popularity + rng.normal(0, 0.6, rows) > -1.55  # 13% unknown, the obscure ones
     has_imdb_rating = has_imdb & (rng.random(rows) > 0.12)
     imdb_rating = np.clip(np.round(6.2 + 1.0 * quality + 0.2 * popularity, 1), 1.0, 9.6)
@@ -174,36 +174,58 @@ def _numbers(rng: np.random.Generator, popularity: np.ndarray, quality: np.ndarr
     }
 
 
-def _weighted(rng: np.random.Generator, weights: dict, size: int) -> list[str]:
-    names = list(weights)
-    p = np.array([float(w) for w in weights.values()])
-    return rng.choice(names, size=size, replace=False, p=p / p.sum()).tolist()
+class _Weighted:
+    """Draws distinct names with the given relative weights."""
+
+    def __init__(self, weights: dict[str, float]) -> None:
+        self.names = list(weights)
+        total = float(sum(weights.values()))
+        self.p = np.array([w / total for w in weights.values()])
+
+    def draw(self, rng: np.random.Generator, size: int) -> list[str]:
+        return [self.names[i] for i in rng.choice(len(self.names), size=size, replace=False, p=self.p)]
 
 
 def _lists(rng: np.random.Generator, popularity: np.ndarray, movie: np.ndarray) -> dict:
     rows = popularity.size
-    country_weights = {code: weight for code, (weight, _) in COUNTRIES.items()}
-    companies = [f"{a.title()}{b} {kind}" for a in _COMPANY_STEMS for b in ("gate", "field", "line", "works") for kind in _COMPANY_KINDS[:3]]
-    company_weights = {name: 1.0 / (rank + 1) for rank, name in enumerate(companies)}
-    out: dict[str, list] = {k: [] for k in ("origin_country", "production_countries", "spoken_languages", "genre", "production_companies", "original_language", "production_status")}
+    countries = _Weighted({code: weight for code, (weight, _) in COUNTRIES.items()})
+    genres = _Weighted(GENRES)
+    tv_genres = _Weighted({g: 1 for g in TV_GENRES})
+    second_languages = _Weighted(SECOND_LANGUAGES)
+    stems = [f"{a.title()}{b}" for a in _COMPANY_STEMS for b in ("gate", "field", "line", "works")]
+    names = [f"{stem} {kind}" for stem in stems for kind in _COMPANY_KINDS[:3]]
+    companies = _Weighted({name: 1.0 / (rank + 1) for rank, name in enumerate(names)})  # Zipf, like studios
+
+    n_countries = 1 + np.minimum(rng.geometric(0.88, rows) - 1, 5)
+    n_spoken = np.minimum(rng.geometric(0.8, rows) - 1, 4)
+    n_genres = np.minimum(rng.geometric(0.45, rows), 6)
+    n_companies = np.minimum(rng.geometric(0.45, rows), 8)
+    extra_country = rng.random(rows) < 0.15
+    indian = rng.integers(len(INDIAN_LANGUAGES), size=rows)
+    missing = {k: rng.random(rows) < p for k, p in (
+        ("origin_country", P_NO_ORIGIN), ("production_countries", P_NO_PRODUCTION_COUNTRIES),
+        ("spoken_languages", P_NO_SPOKEN), ("genre", P_NO_GENRE), ("production_companies", P_NO_COMPANIES))}
+    status = np.where(
+        movie,
+        rng.choice(list(STATUSES_MOVIE), size=rows, p=list(STATUSES_MOVIE.values())),
+        rng.choice(list(STATUSES_TV), size=rows, p=list(STATUSES_TV.values())),
+    )
+
+    out: dict[str, list] = {k: [] for k in (*missing, "original_language")}
     for i in range(rows):
-        n_countries = 1 + min(rng.geometric(0.88) - 1, 5)
-        origin = _weighted(rng, country_weights, n_countries)
-        language = COUNTRIES[origin[0]][1]
-        if origin[0] == "IN":
-            language = INDIAN_LANGUAGES[rng.integers(len(INDIAN_LANGUAGES))]
-        spoken = [language] + [s for s in _weighted(rng, SECOND_LANGUAGES, min(rng.geometric(0.8) - 1, 4)) if s != language]
-        n_genres = min(rng.geometric(0.45), 6)
-        genres = _weighted(rng, GENRES, n_genres) if movie[i] else _weighted(rng, {g: 1 for g in TV_GENRES}, min(n_genres, 3))
-        n_companies = min(rng.geometric(0.45), 8)
-        statuses = STATUSES_MOVIE if movie[i] else STATUSES_TV
-        out["origin_country"].append(None if rng.random() < P_NO_ORIGIN else origin)
-        out["production_countries"].append(None if rng.random() < P_NO_PRODUCTION_COUNTRIES else origin + _weighted(rng, country_weights, int(rng.random() < 0.15)))
-        out["spoken_languages"].append(None if rng.random() < P_NO_SPOKEN else spoken)
-        out["genre"].append(None if rng.random() < P_NO_GENRE else genres)
-        out["production_companies"].append(None if rng.random() < P_NO_COMPANIES else _weighted(rng, company_weights, n_companies))
+        origin = countries.draw(rng, n_countries[i])
+        language = INDIAN_LANGUAGES[indian[i]] if origin[0] == "IN" else COUNTRIES[origin[0]][1]
+        values = {
+            "origin_country": origin,
+            "production_countries": origin + countries.draw(rng, int(extra_country[i])),
+            "spoken_languages": [language] + [s for s in second_languages.draw(rng, n_spoken[i]) if s != language],
+            "genre": genres.draw(rng, n_genres[i]) if movie[i] else tv_genres.draw(rng, min(n_genres[i], 3)),
+            "production_companies": companies.draw(rng, n_companies[i]),
+        }
+        for name, value in values.items():
+            out[name].append(None if missing[name][i] else value)
         out["original_language"].append(language)
-        out["production_status"].append(rng.choice(list(statuses), p=list(statuses.values())))
+    out["production_status"] = status.tolist()
     # A few awkward values the real table has: an empty array and a NULL element.
     out["production_companies"][0] = []
     out["genre"][1] = [None, "Drama"]
@@ -211,16 +233,20 @@ def _lists(rng: np.random.Generator, popularity: np.ndarray, movie: np.ndarray) 
 
 
 def _texts(rng: np.random.Generator, rows: int) -> dict:
+    word = rng.integers(len(_WORDS), size=(rows, 25))
+    title_words = rng.integers(1, 4, size=rows)
+    sentences = rng.integers(2, 8, size=rows)
+    the, translated, no_tagline, no_overview = (rng.random(rows) < p for p in (0.4, P_TRANSLATED_TITLE, P_EMPTY_TAGLINE, P_EMPTY_OVERVIEW))
+    foreign = rng.integers(len(_FOREIGN), size=rows)
     titles, originals, taglines, overviews = [], [], [], []
-    for _ in range(rows):
-        words = rng.choice(_WORDS, size=rng.integers(1, 4), replace=False)
-        title = ("The " if rng.random() < 0.4 else "") + " ".join(w.title() for w in words)
+    for i in range(rows):
+        w = [_WORDS[j] for j in word[i]]
+        title = ("The " if the[i] else "") + " ".join(x.title() for x in dict.fromkeys(w[: title_words[i]]))
         titles.append(title)
-        originals.append(f"{rng.choice(_FOREIGN).title()} {title}" if rng.random() < P_TRANSLATED_TITLE else title)
-        taglines.append("" if rng.random() < P_EMPTY_TAGLINE else f"Every {words[0]} has a {rng.choice(_WORDS)}.")
-        sentences = int(rng.integers(2, 8))
-        overview = " ".join(f"A {rng.choice(_WORDS)} {rng.choice(_WORDS)} meets the {rng.choice(_WORDS)} of {title}." for _ in range(sentences))
-        overviews.append("" if rng.random() < P_EMPTY_OVERVIEW else overview)
+        originals.append(f"{_FOREIGN[foreign[i]].title()} {title}" if translated[i] else title)
+        taglines.append("" if no_tagline[i] else f"Every {w[0]} has a {w[3]}.")
+        overview = " ".join(f"A {w[4 + 3 * s]} {w[5 + 3 * s]} meets the {w[6 + 3 * s]} of {title}." for s in range(sentences[i]))
+        overviews.append("" if no_overview[i] else overview)
     return {"media_title": titles, "original_media_title": originals, "tagline": taglines, "overview": overviews}
 
 
@@ -249,12 +275,12 @@ def _labels(rng: np.random.Generator, numbers: dict, lists: dict, movie: np.ndar
     # Comedies with a low RT score but many votes are often enjoyable.
     comedy = has("Comedy")
     logit += 2.5 * (comedy & rt_known & (rt0 < 50) & (votes > 50_000))
-    logit -= 1.5 * (~comedy & rt_known & (rt0 < 40))
+    logit -= 2.0 * (~comedy & rt_known & (rt0 < 50))
     # Action and drama need both a high RT score and many votes.
     logit -= 1.0 * ((has("Action") | has("Drama")) & ~(rt_known & (rt0 > 70) & (votes > 50_000)))
     # Not English: only when RT > 90 and more than 100,000 votes.
     exception = rt_known & (rt0 > 90) & (votes > 100_000)
-    logit += np.where(english, 0.0, np.where(exception, 1.0, -4.0))
+    logit += np.where(english, 0.0, np.where(exception, 1.0, -5.0))
     logit -= 1.5 * has("Documentary") + 3.0 * has("TV Movie") + 0.7 * has("Horror")
     logit += 0.5 * ((year >= 1990) & (year < 2010))
 

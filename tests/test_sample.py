@@ -1,0 +1,113 @@
+"""The synthetic atp.training: deterministic, shaped like the real table, with the
+owner's preferences planted so that a model has something to learn."""
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import average_precision_score
+from xgboost import XGBClassifier
+
+from stages import features, params, prep, sample, schema
+from tests.test_prep import SETTINGS
+
+MOVIE = pl.col("media_type") == "movie"
+POSITIVE = pl.col("label") == "would_watch"
+
+
+@pytest.fixture(scope="module")
+def table() -> pl.DataFrame:
+    return sample.generate(4000, 42)
+
+
+@pytest.fixture(scope="module")
+def large() -> pl.DataFrame:
+    return sample.generate(12000, 1)
+
+
+def rate(frame: pl.DataFrame, condition: pl.Expr) -> float:
+    return frame.filter(condition).select(POSITIVE.mean()).item()
+
+
+def test_deterministic_by_seed(table: pl.DataFrame) -> None:
+    assert sample.generate(4000, 42).equals(table)
+    assert not sample.generate(4000, 43).equals(table)
+
+
+def test_has_the_schema_and_ids_no_real_table_has(table: pl.DataFrame) -> None:
+    assert table.height == 4000
+    assert table.schema == {c.name: c.dtype for c in schema.COLUMNS}
+    ids = table.get_column("imdb_id")
+    assert ids.is_sorted() and ids.n_unique() == 4000
+    assert ids.str.contains(r"^tt9[0-9]{7}$").all()  # valid for the DDL's CHECK, above any issued id
+    assert table.get_column("tmdb_id").n_unique() == 3999  # one tmdb_id shared, as in the real table
+
+
+def test_shaped_like_the_real_table(table: pl.DataFrame) -> None:
+    movies = table.filter(MOVIE)
+    assert 0.97 < movies.height / table.height < 1.0
+    assert set(table.get_column("media_type").unique()) == {"movie", "tv_show", "tv_season"}
+    assert 0.08 < rate(table, MOVIE) < 0.12
+    assert 0.7 < (movies.get_column("budget") == 0).mean() < 0.9
+    assert 0.6 < movies.get_column("rt_score").is_null().mean() < 0.8
+    assert table.filter(~MOVIE).get_column("runtime").is_null().all()
+    assert movies.get_column("runtime").null_count() == 0
+    assert table.get_column("production_companies").list.len().eq(0).any()  # an empty array
+    assert table.get_column("genre").list.eval(pl.element().is_null()).list.any().any()  # a NULL element
+    codes = pl.concat([table.get_column(c).explode().drop_nulls() for c in ("origin_country", "spoken_languages")])
+    assert codes.str.len_chars().eq(2).all()
+    assert set(table.get_column("genre").explode().drop_nulls()) >= {"Drama", "Comedy", "Science Fiction", "TV Movie"}
+
+
+@pytest.mark.parametrize(
+    "measure",
+    [
+        pl.col("budget").eq(0).mean(),
+        pl.col("revenue").eq(0).mean(),
+        pl.col("runtime").eq(0).mean(),
+        pl.col("tmdb_votes").eq(0).mean(),
+        pl.col("rt_score").is_null().mean(),
+        pl.col("metascore").is_null().mean(),
+        pl.col("imdb_rating").is_null().mean(),
+        pl.col("imdb_votes").is_null().mean(),
+        pl.col("production_countries").is_null().mean(),
+        pl.col("spoken_languages").is_null().mean(),
+        pl.col("production_companies").is_null().mean(),
+        pl.col("genre").list.len().mean() / 10,
+        (pl.col("original_language") == "en").mean(),
+        (pl.col("label") == "would_watch").mean(),
+        (pl.col("imdb_votes") > 10_000).mean(),
+    ],
+    ids=lambda measure: str(measure)[:60],
+)
+def test_marginals_match_the_real_export(table: pl.DataFrame, real_export: pl.DataFrame, measure: pl.Expr) -> None:
+    synthetic = table.filter(MOVIE).select(measure).item()
+    real = real_export.filter(MOVIE).select(measure).item()
+    assert synthetic == pytest.approx(real, abs=0.05)
+
+
+def test_the_owners_preferences_are_planted(large: pl.DataFrame) -> None:
+    movies = large.filter(MOVIE)
+    votes, rt = pl.col("imdb_votes"), pl.col("rt_score")
+    assert rate(movies, votes > 100_000) > 0.6
+    assert rate(movies, votes.fill_null(0) < 1_000) < 0.02
+    # high RT score with few votes -> no
+    assert rate(movies, (rt > 85) & (votes < 1_000)) < 0.01
+    # comedies with a low RT score but many votes -> yes, unlike other genres
+    comedy = pl.col("genre").list.contains("Comedy")
+    low_rt_popular = (rt < 50) & (votes > 50_000)
+    assert rate(movies, comedy & low_rt_popular) > rate(movies, ~comedy & low_rt_popular) + 0.25
+    # not English only when RT > 90 and votes > 100k
+    english = pl.col("original_language") == "en"
+    exception = (rt > 90) & (votes > 100_000)
+    assert rate(movies, ~english & ~exception.fill_null(False)) < rate(movies, english) / 3
+
+
+def test_a_model_has_something_to_learn(large: pl.DataFrame) -> None:
+    rows = prep.select_rows(large, SETTINGS.prep)
+    train, test = prep.split(rows, params.SplitParams(test_size=0.25, seed=0))
+    spec = features.fit(train, SETTINGS.prep)
+    model = XGBClassifier(n_estimators=100, max_depth=4, enable_categorical=True, random_state=0, n_jobs=2)
+    model.fit(features.build(train, spec).to_pandas(), train.get_column("label").to_numpy())
+    scores = model.predict_proba(features.build(test, spec).to_pandas())[:, 1]
+    labels = test.get_column("label").to_numpy()
+    assert average_precision_score(labels, scores) > 0.5 > 3 * np.mean(labels)
