@@ -60,6 +60,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("updated_at", pl.Datetime("us", "UTC"), "timestamptz"),
 )
 
+# The table declares these NOT NULL; a row without them cannot be used at all.
+NOT_NULL = ("imdb_id", "label", "media_type")
+
 BY_NAME = {column.name: column for column in COLUMNS}
 LIST_COLUMNS = tuple(c.name for c in COLUMNS if isinstance(c.dtype, pl.List))
 ENUM_COLUMNS = tuple(c.name for c in COLUMNS if isinstance(c.dtype, pl.Enum))
@@ -84,24 +87,34 @@ def wire_schema(columns: list[Column]) -> dict[str, pl.DataType]:
     return {c.name: pl.String() if c.name in ENUM_COLUMNS else c.dtype for c in columns}
 
 
+def _first_row(frame: pl.DataFrame, condition: pl.Expr) -> dict | None:
+    bad = frame.filter(condition)
+    return bad.row(0, named=True) if bad.height else None
+
+
 def conform(frame: pl.DataFrame) -> pl.DataFrame:
     """Enforce the schema on rows from any source: columns, order, dtypes, enum values.
 
-    Extra columns are dropped; a missing required column or a value outside an
-    enum raises PipelineError naming the column, the value and a row.
+    Extra columns are dropped; a missing required column, a NULL where the
+    table forbids one, a value outside an enum or of the wrong type raises
+    PipelineError naming the column, the value and a row.
     """
     columns = present_columns(frame.columns)
+    for name in NOT_NULL:
+        if row := _first_row(frame.with_row_index("_row"), pl.col(name).is_null()):
+            raise PipelineError(f"column {name}: NULL in row {row['_row']} (imdb_id {row['imdb_id']})")
     for name in ENUM_COLUMNS:
         allowed = BY_NAME[name].dtype.categories.to_list()
-        values = frame.get_column(name).cast(pl.String)
-        bad = frame.filter(values.is_not_null() & ~values.is_in(allowed))
-        if bad.height:
-            row = bad.row(0, named=True)
+        if row := _first_row(frame, ~pl.col(name).cast(pl.String).is_in(allowed)):
             raise PipelineError(
                 f"column {name}: unknown value {row[name]!r} (imdb_id {row['imdb_id']}); "
                 f"allowed: {', '.join(allowed)}"
             )
-    try:
-        return frame.select(pl.col(c.name).cast(c.dtype, strict=True) for c in columns)
-    except pl.exceptions.PolarsError as error:
-        raise PipelineError(f"atp.training rows do not fit the schema: {error}") from error
+    conformed = []
+    for column in columns:
+        try:
+            conformed.append(frame.get_column(column.name).cast(column.dtype, strict=True))
+        except pl.exceptions.PolarsError as error:
+            reason = " ".join(str(error).split())[:200]
+            raise PipelineError(f"column {column.name}: cannot read as {column.dtype}: {reason}") from error
+    return pl.DataFrame(conformed)

@@ -198,3 +198,16 @@ def test_shipped_ddl_matches_the_production_schema() -> None:
     shipped = (REPO / "tests" / "data" / "atp_training.sql").read_text()
     statements = [line for line in production.read_text().splitlines() if line and not line.startswith("--")]
     assert [line for line in shipped.splitlines() if line and not line.startswith("--")] == statements
+
+
+def test_connects_with_the_libpq_variables(workdir, atp_db: str, monkeypatch) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    execute(atp_db, AWKWARD_ROWS)
+    workdir(extract={"source": "postgres"})
+    monkeypatch.delenv("REEL_DRIVER_PG_DSN")
+    parts = conninfo_to_dict(atp_db)
+    for key, variable in (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"), ("dbname", "PGDATABASE")):
+        if parts.get(key):
+            monkeypatch.setenv(variable, str(parts[key]))
+    assert run_extract().height == 3

@@ -1,0 +1,62 @@
+"""The schema boundary: every source's rows leave it in one shape, or with one clear error."""
+
+import polars as pl
+import pytest
+
+from stages import schema
+from stages.errors import PipelineError
+
+
+def rows(**changes: list) -> pl.DataFrame:
+    base = {
+        "imdb_id": ["tt0000011", "tt0000012"],
+        "label": ["would_watch", "would_not_watch"],
+        "media_type": ["movie", "tv_show"],
+        "media_title": ["A", "B"],
+        "release_year": [2001, 2002],
+        "genre": [["Drama"], None],
+        "created_at": [None, None],
+        "updated_at": [None, None],
+    }
+    data = {**base, **changes}
+    required = {c.name: data.get(c.name, [None, None]) for c in schema.COLUMNS if c.required}
+    return pl.DataFrame({**required, **{k: v for k, v in data.items() if k not in required}}, strict=False)
+
+
+def test_conform_casts_orders_and_drops_extra_columns() -> None:
+    frame = rows(extra=["x", "y"])
+    frame = frame.select(reversed(frame.columns))  # columns in another order
+    conformed = schema.conform(frame)
+    assert conformed.columns == [c.name for c in schema.COLUMNS if c.required]
+    assert conformed.schema["label"] == pl.Enum(schema.LABELS)
+    assert conformed.schema["release_year"] == pl.Int16
+    assert conformed.get_column("genre").to_list() == [["Drama"], None]
+
+
+def test_optional_columns_are_kept_when_present() -> None:
+    conformed = schema.conform(rows(anomalous=[True, False]))
+    assert conformed.get_column("anomalous").to_list() == [True, False]
+    assert "human_labeled" not in conformed.columns
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"label": ["would_watch", "maybe"]}, "column label: unknown value 'maybe' (imdb_id tt0000012); allowed: would_watch, would_not_watch"),
+        ({"media_type": ["film", "movie"]}, "column media_type: unknown value 'film' (imdb_id tt0000011)"),
+        ({"label": [None, "would_watch"]}, "column label: NULL in row 0 (imdb_id tt0000011)"),
+        ({"imdb_id": ["tt0000011", None]}, "column imdb_id: NULL in row 1"),
+        ({"release_year": [2001, "last year"]}, "column release_year: cannot read as Int16"),
+        ({"release_year": [2001, 70000]}, "column release_year: cannot read as Int16"),
+    ],
+)
+def test_bad_rows_are_named(changes: dict, message: str) -> None:
+    with pytest.raises(PipelineError) as caught:
+        schema.conform(rows(**changes))
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_required_columns_are_all_named() -> None:
+    with pytest.raises(PipelineError, match=r"missing required column\(s\) label, genre; found: imdb_id"):
+        schema.conform(rows().drop("label", "genre"))
