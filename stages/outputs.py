@@ -34,6 +34,16 @@ def write_json(data: Any, path: Path) -> None:
         tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def write_bytes(data: bytes, path: Path) -> None:
+    with _replacing(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(text: str, path: Path) -> None:
+    with _replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:
     write_parquet_batches([frame], path)
 

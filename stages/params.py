@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from stages import paths
 from stages.errors import PipelineError
@@ -71,10 +71,67 @@ class SplitParams(_Section):
     seed: Annotated[int, Field(ge=0)]
 
 
+class SearchParams(_Section):
+    strategy: Literal["tpe", "random", "grid"]
+    cv_folds: Annotated[int, Field(ge=2)]
+    scoring: Literal["f2", "recall_at_precision", "average_precision"]
+    threshold: Annotated[float, Field(gt=0, lt=1)]
+    precision_floor: Annotated[float, Field(ge=0, le=1)]
+    budget: Annotated[int, Field(ge=1)]
+    prune: bool
+    seed: Annotated[int, Field(ge=0)]
+    jobs: Annotated[int, Field(ge=1)]
+
+
+class TrainParams(_Section):
+    device: Literal["cpu", "cuda"]
+
+
+class EvaluateParams(_Section):
+    threshold: Annotated[float, Field(gt=0, lt=1)]
+    review_below: Annotated[float, Field(ge=0, lt=1)]
+
+
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+def _grid_values(item: Any) -> Any:
+    """A grid key: a list is searched, a scalar is pinned (kept as a list of one)."""
+    return Annotated[list[item], BeforeValidator(_as_list), Field(min_length=1), AfterValidator(_unique)]
+
+
 class Params(_Section):
     extract: ExtractParams
     prep: PrepParams
     split: SplitParams
+    # The hyperparameter grid (seed 001, "production grid"), top-level so that
+    # `dvc exp run -S scale_pos_weight=9` works as typed.
+    scale_pos_weight: _grid_values(Annotated[float, Field(gt=0)])
+    max_depth: _grid_values(Annotated[int, Field(ge=1, le=20)])
+    n_estimators: _grid_values(Annotated[int, Field(ge=1)])
+    min_child_weight: _grid_values(Annotated[float, Field(ge=0)])
+    learning_rate: _grid_values(Annotated[float, Field(gt=0, le=1)])
+    gamma: _grid_values(Annotated[float, Field(ge=0)])
+    reg_alpha: _grid_values(Annotated[float, Field(ge=0)])
+    subsample: _grid_values(Annotated[float, Field(gt=0, le=1)])
+    max_delta_step: _grid_values(Annotated[float, Field(ge=0)])
+    colsample_bytree: _grid_values(Annotated[float, Field(gt=0, le=1)])
+    colsample_bylevel: _grid_values(Annotated[float, Field(gt=0, le=1)])
+    search: SearchParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
+    @property
+    def grid(self) -> dict[str, list[float]]:
+        """The grid keys and their values, in params.yaml order."""
+        return {key: getattr(self, key) for key in GRID_KEYS}
+
+
+GRID_KEYS = (
+    "scale_pos_weight", "max_depth", "n_estimators", "min_child_weight", "learning_rate", "gamma",
+    "reg_alpha", "subsample", "max_delta_step", "colsample_bytree", "colsample_bylevel",
+)
 
 
 def _describe(error: ValidationError, source: Path) -> str:

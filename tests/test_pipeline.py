@@ -1,6 +1,7 @@
 """dvc.yaml and the code agree, and the pipeline is reproducible byte for byte."""
 
 import ast
+import json
 import hashlib
 import os
 import subprocess
@@ -11,12 +12,20 @@ import pytest
 import yaml
 
 from stages import paths
-from stages.params import Params
+from stages.params import GRID_KEYS, Params
 from tests.conftest import REPO
 
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
 STAGES = DVC_YAML["stages"]
 STAGE_MODULES = {p.stem for p in (REPO / "stages").glob("*.py")} & set(STAGES)
+
+
+def out_paths(stage: dict) -> list[str]:
+    """A stage's outs; an out with options (cache: false) is a one-key mapping."""
+    return [next(iter(out)) if isinstance(out, dict) else out for out in stage.get("outs", [])]
+
+
+ALL_OUTS = [out for stage in STAGES.values() for out in out_paths(stage)]
 
 
 def module_tree(name: str) -> ast.Module:
@@ -75,7 +84,7 @@ def test_code_deps_are_the_modules_the_stage_imports(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_data_paths_are_the_ones_in_stages_paths(name: str) -> None:
     stage = STAGES[name]
-    declared = {d for d in stage.get("deps", []) if not d.startswith("stages/")} | set(stage.get("outs", []))
+    declared = {d for d in stage.get("deps", []) if not d.startswith("stages/")} | set(out_paths(stage))
     used = {str(getattr(paths, constant)) for constant in attributes_of(name, "paths")}
     assert declared == used
 
@@ -84,11 +93,11 @@ def sections_read(name: str) -> set[str]:
     """params.yaml sections that module ``name`` reads: ``params.load().X`` or ``settings.X``."""
     found = set()
     for node in ast.walk(module_tree(name)):
-        if isinstance(node, ast.Attribute) and node.attr in Params.model_fields:
+        if isinstance(node, ast.Attribute) and (node.attr in Params.model_fields or node.attr == "grid"):
             value = node.value
             loaded = isinstance(value, ast.Call) and ast.unparse(value.func) == "params.load"
             if loaded or (isinstance(value, ast.Name) and value.id == "settings"):
-                found.add(node.attr)
+                found |= set(GRID_KEYS) if node.attr == "grid" else {node.attr}
     return found
 
 
@@ -98,21 +107,28 @@ def test_params_are_the_sections_the_stage_reads(name: str) -> None:
 
 
 def test_every_out_of_one_stage_is_written_once() -> None:
-    outs = [out for stage in STAGES.values() for out in stage.get("outs", [])]
-    assert len(outs) == len(set(outs))
+    assert len(ALL_OUTS) == len(set(ALL_OUTS))
 
 
 def _outputs(repo: Path) -> dict[str, str]:
-    outs = [out for stage in STAGES.values() for out in stage.get("outs", [])]
-    return {out: hashlib.sha256((repo / out).read_bytes()).hexdigest() for out in outs}
+    return {out: hashlib.sha256((repo / out).read_bytes()).hexdigest() for out in ALL_OUTS}
 
 
-def _inputs_of(lock: Path) -> dict:
+def _code_of(lock: Path) -> dict:
     stages = yaml.safe_load(lock.read_text())["stages"]
     return {
-        name: (stage["cmd"], stage.get("params"), [d for d in stage.get("deps", []) if d["path"].startswith("stages/")])
+        name: (stage["cmd"], [d for d in stage.get("deps", []) if d["path"].startswith("stages/")])
         for name, stage in stages.items()
     }
+
+
+def _small_params(repo: Path) -> None:
+    """A small sample and a short search: the flows, not the figures, are under test."""
+    path = repo / "params.yaml"
+    small = yaml.safe_load(path.read_text())
+    small["extract"]["sample_rows"] = 1200
+    small["search"].update(budget=4, cv_folds=3)
+    path.write_text(yaml.safe_dump(small, sort_keys=False))
 
 
 def test_dvc_repro_twice_gives_identical_bytes_and_matches_the_lock(repo_copy: Path) -> None:
@@ -125,13 +141,58 @@ def test_dvc_repro_twice_gives_identical_bytes_and_matches_the_lock(repo_copy: P
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
-    committed_lock = _inputs_of(repo_copy / "dvc.lock")
+    committed_lock = _code_of(repo_copy / "dvc.lock")
+    _small_params(repo_copy)
     dvc("repro")
     first = _outputs(repo_copy)
-    # the committed dvc.lock records today's code and params (data bytes may
-    # differ with another pyarrow, so only the inputs are compared)
-    assert _inputs_of(repo_copy / "dvc.lock") == committed_lock
+    # the committed dvc.lock records today's code (data bytes may differ with
+    # another pyarrow, and the params here are smaller, so only code is compared)
+    assert _code_of(repo_copy / "dvc.lock") == committed_lock
     dvc("repro", "--force")
     assert _outputs(repo_copy) == first
     # only the database-facing stage is ever out of date
     assert dvc("status").split() == ["extract:", "always", "changed"]
+
+
+def test_the_users_dvc_flows(repo_copy: Path) -> None:
+    """dvc repro, an experiment on one grid key, metrics diff, a threshold change that
+    reruns evaluate alone, and a queued experiment whose MLflow run lands in the main store."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+    }
+
+    def run(*args: str) -> str:
+        result = subprocess.run(args, cwd=repo_copy, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
+        return result.stdout + result.stderr
+
+    dvc = lambda *args: run(sys.executable, "-m", "dvc", *args)  # noqa: E731
+    _small_params(repo_copy)
+    run("git", "checkout", "-q", "-b", "main")
+    dvc("repro")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "baseline")
+
+    dvc("exp", "run", "-S", "scale_pos_weight=9")
+    assert json.loads((repo_copy / "metrics/train.json").read_text())["best_params"]["scale_pos_weight"] == 9
+    diff = dvc("metrics", "diff", "main", "--md", "--all")
+    pinned = next(line for line in diff.splitlines() if "best_params.scale_pos_weight" in line)
+    assert float(pinned.split("|")[4]) == 9  # the workspace column
+    assert "| metrics/evaluate.json | recall" in diff
+
+    output = dvc("exp", "run", "-S", "evaluate.threshold=0.5")
+    assert "Stage 'train' didn't change, skipping" in output and "Running stage 'evaluate'" in output
+    assert json.loads((repo_copy / "metrics/evaluate.json").read_text())["threshold"] == 0.5
+
+    dvc("exp", "run", "--queue", "-S", "max_depth=3", "--name", "shallow")
+    dvc("exp", "run", "--run-all")
+    assert "shallow" in dvc("exp", "list", "--name-only").split()
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo_copy / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["reel-driver"])
+    queued = runs[runs["tags.dvc_exp_name"] == "shallow"]
+    assert set(queued["tags.stage"]) == {"train", "evaluate"}
+    assert all(uri.startswith((repo_copy / "mlruns").resolve().as_uri()) for uri in queued["artifact_uri"])

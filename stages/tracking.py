@@ -1,0 +1,74 @@
+"""MLflow: where runs go, and the tags that tie a run to DVC and git.
+
+By default runs go to MLflow's own default store, SQLite `mlflow.db` at the
+repository root, with artifacts in `mlruns/` beside it. Queued and --temp DVC
+experiments run in a copy under .dvc/tmp/exps/; DVC sets DVC_ROOT to the main
+repository for them, so every run lands in the main store, not in the copy.
+MLFLOW_TRACKING_URI overrides the store.
+"""
+
+import hashlib
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import yaml
+
+log = logging.getLogger("reel_driver.tracking")
+
+EXPERIMENT = "reel-driver"
+TRACKING_URI = "MLFLOW_TRACKING_URI"
+
+
+def repository_root() -> Path:
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def raw_data_md5(lock: Path = Path("dvc.lock")) -> str:
+    """The raw table's hash as DVC recorded it in dvc.lock (extract's output)."""
+    try:
+        outs = yaml.safe_load(lock.read_text())["stages"]["extract"]["outs"]
+        return str(outs[0]["md5"])
+    except (OSError, KeyError, IndexError, TypeError):
+        return "unknown"
+
+
+def _git_commit() -> str:
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+    if baseline:
+        return baseline
+    result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    return result.stdout.strip() or "unknown"
+
+
+def tags() -> dict[str, str]:
+    return {
+        "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
+        "git_commit": _git_commit(),
+        "raw_data_md5": raw_data_md5(),
+    }
+
+
+@contextmanager
+def run(stage: str) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run in the main repository's store, named after the stage and DVC experiment."""
+    root = repository_root()
+    uri = os.environ.get(TRACKING_URI) or f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        # an absolute artifact location: a relative one would follow the working copy
+        mlflow.create_experiment(EXPERIMENT, artifact_location=(root / "mlruns").as_uri())
+    mlflow.set_experiment(EXPERIMENT)
+    run_tags = {**tags(), "stage": stage}
+    name = f"{stage}:{run_tags['dvc_exp_name']}" if run_tags["dvc_exp_name"] else stage
+    with mlflow.start_run(run_name=name, tags=run_tags) as active:
+        log.info("MLflow run %s (%s) in %s", active.info.run_id, name, uri.split("@")[-1])
+        yield active

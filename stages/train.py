@@ -1,0 +1,93 @@
+"""train: search the params.yaml grid with stratified CV, refit the best cell on all
+training rows, write the model (XGBoost JSON), the search summary and every cell tried."""
+
+import json
+import logging
+import time
+
+import mlflow
+import mlflow.xgboost
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from stages import metrics, params, paths, search, tracking
+from stages.errors import run_stage
+from stages.outputs import write_bytes, write_json, write_parquet
+
+log = logging.getLogger("reel_driver.train")
+
+
+def training_matrix(prepared: pl.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Features in the recorded column order (pandas at the XGBoost edge) and 0/1 labels."""
+    return prepared.select(columns).to_pandas(), prepared.get_column("label").to_numpy()
+
+
+def summary(outcome: search.Outcome, settings: params.SearchParams) -> dict:
+    """metrics/train.json: what was searched and what won; no wall-clock values."""
+    return {
+        "scoring": metrics.scoring_name(settings.scoring, settings.threshold, settings.precision_floor),
+        "best_cv_score": round(outcome.best_score, 6),
+        "best_params": outcome.best,
+        "candidates": len(outcome.rows),
+        "configurations": outcome.configurations,
+        "pruned": outcome.pruned,
+        "fits": outcome.fits,
+        "cv_folds": settings.cv_folds,
+        "strategy": settings.strategy,
+    }
+
+
+def cv_results(outcome: search.Outcome) -> pl.DataFrame:
+    """Every grid cell scored, best first (ties in trial order)."""
+    return pl.DataFrame(outcome.rows).sort(["cv_mean", "trial", "n_estimators"], descending=[True, False, False])
+
+
+def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, features: pd.DataFrame) -> None:
+    with tracking.run("train"):
+        mlflow.log_params({f"grid.{k}": v for k, v in settings.grid.items()})
+        mlflow.log_params({f"search.{k}": v for k, v in settings.search.model_dump().items()})
+        mlflow.log_params({"train.device": settings.train.device, "best": json.dumps(summary_["best_params"])})
+        mlflow.log_params({f"best.{k}": v for k, v in summary_["best_params"].items()})
+        mlflow.set_tags({"model_sha256": tracking.sha256(paths.MODEL),
+                         "train_data_sha256": tracking.sha256(paths.PREPARED_TRAIN)})
+        mlflow.log_metrics({"cv_best_score": summary_["best_cv_score"], "search_seconds": seconds,
+                            "configurations": summary_["configurations"], "fits": summary_["fits"]})
+        mlflow.log_artifact(str(paths.CV_RESULTS))
+        mlflow.log_artifact(str(paths.TRAIN_METRICS))
+        example = features.head(5)
+        # MLflow tries the example as a JSON serving request, which cannot carry the
+        # pandas categories the booster reads, and warns; this flavor is for loading
+        # the booster, not for serving raw rows, so those warnings are noise here.
+        for noisy in ("mlflow.models.model", "mlflow.utils.requirements_utils"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        mlflow.xgboost.log_model(
+            booster, name="model", model_format="json", input_example=example,
+            signature=mlflow.models.infer_signature(example, booster.predict(search.matrix(example))),
+        )
+
+
+def main() -> None:
+    settings = params.load()
+    search.check_device(settings.train.device)
+    columns = json.loads(paths.FEATURES.read_text())["columns"]
+    features, labels = training_matrix(pl.read_parquet(paths.PREPARED_TRAIN), columns)
+
+    started = time.perf_counter()
+    folds = search.make_folds(features, labels, settings.search.cv_folds, settings.search.seed)
+    outcome = search.search(folds, settings.grid, settings.search, settings.train.device)
+    seconds = time.perf_counter() - started
+    model = search.fit(search.matrix(features, labels), outcome.best, settings.search.seed,
+                       settings.search.jobs, settings.train.device)
+
+    result = summary(outcome, settings.search)
+    write_bytes(bytes(model.save_raw("json")), paths.MODEL)
+    write_parquet(cv_results(outcome), paths.CV_RESULTS)
+    write_json(result, paths.TRAIN_METRICS)
+    log.info("best %s %.4f with %s; %d cells, %d fits in %.1f s",
+             result["scoring"], outcome.best_score, outcome.best, result["candidates"], outcome.fits, seconds)
+    _log_run(settings, result, seconds, model, features)
+
+
+if __name__ == "__main__":
+    run_stage(main)

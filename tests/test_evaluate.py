@@ -1,0 +1,46 @@
+"""evaluate's pure parts: predictions, plot data and review lists on a known frame."""
+
+import numpy as np
+import polars as pl
+
+from stages import evaluate, metrics, paths
+
+TEST = pl.DataFrame({
+    "imdb_id": ["tt1000001", "tt1000002", "tt1000003", "tt1000004", "tt1000005", "tt1000006"],
+    "media_title": ["Hit", "Sleeper | Cut", "Miss", "Near Miss", "Noise", "Far"],
+    "label": pl.Series([1, 1, 0, 0, 0, 1], dtype=pl.Int8),
+})
+PROBABILITIES = np.array([0.9, 0.30, 0.5, 0.25, 0.05, 0.01])
+
+
+def test_predictions_carry_the_confusion_cell() -> None:
+    scored = evaluate.predictions(TEST, PROBABILITIES, 0.35)
+    assert scored.get_column("prediction").to_list() == [1, 0, 1, 0, 0, 0]
+    assert scored.get_column("cm_value").to_list() == ["TP", "FN", "FP", "TN", "TN", "FN"]
+    assert scored.columns == ["imdb_id", "media_title", "label", "probability", "prediction", "cm_value"]
+
+
+def test_review_lists_false_negatives_and_the_items_just_below() -> None:
+    text = evaluate.review(evaluate.predictions(TEST, PROBABILITIES, 0.35), 0.35, 0.15)
+    false_negatives, near = text.split("## Just below")
+    assert "(2)" in false_negatives
+    assert false_negatives.index("Sleeper \\| Cut") < false_negatives.index("Far")  # highest first, pipes escaped
+    assert "| 0.300 | Sleeper \\| Cut | tt1000002 | would_watch |" in false_negatives
+    assert "0.2 <= probability < 0.35 (2)" in near
+    assert "Near Miss" in near and "Noise" not in near and "Hit" not in near
+
+
+def test_plot_data_matches_the_metrics() -> None:
+    labels = TEST.get_column("label").to_numpy()
+    plots = evaluate.plot_data(labels, PROBABILITIES, 0.35, {"b": 2.0, "a": 2.0, "c": 5.0})
+    assert set(plots) == {paths.PLOT_CONFUSION, paths.PLOT_PRECISION_RECALL, paths.PLOT_ROC,
+                          paths.PLOT_THRESHOLDS, paths.PLOT_IMPORTANCE}
+    confusion = plots[paths.PLOT_CONFUSION]
+    assert confusion[1] == {"actual": "would_watch", "predicted": "would_not_watch"}
+    sweep = {row["threshold"]: row for row in plots[paths.PLOT_THRESHOLDS]}
+    assert len(sweep) == 19 and min(sweep) == 0.05 and max(sweep) == 0.95
+    at = metrics.evaluation(labels, PROBABILITIES, 0.35)
+    assert sweep[0.35]["recall"] == round(at["recall"], 6) and sweep[0.35]["f2"] == round(at["f2"], 6)
+    assert [row["feature"] for row in plots[paths.PLOT_IMPORTANCE]] == ["c", "a", "b"]
+    roc = plots[paths.PLOT_ROC]
+    assert roc[0] == {"fpr": 0.0, "tpr": 0.0} and roc[-1] == {"fpr": 1.0, "tpr": 1.0}

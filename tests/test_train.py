@@ -1,0 +1,146 @@
+"""The search and the train stage: known best cells, determinism, MLflow records."""
+
+import hashlib
+import json
+import shutil
+
+import mlflow
+import numpy as np
+import pytest
+import xgboost as xgb
+from sklearn.metrics import fbeta_score
+from sklearn.model_selection import StratifiedKFold
+
+from stages import evaluate, extract, features, params, paths, prep, sample, search, train
+from stages.errors import PipelineError
+from tests.test_prep import SETTINGS
+
+TINY_GRID = {
+    "scale_pos_weight": [1.0, 9.0],
+    "max_depth": [2, 4],
+    "n_estimators": [20, 60],
+    "min_child_weight": [1.0],
+    "learning_rate": [0.1, 0.3],
+    "gamma": [0.0],
+    "reg_alpha": [0.0],
+    "subsample": [0.8],
+    "max_delta_step": [0.0],
+    "colsample_bytree": [1.0],
+    "colsample_bylevel": [1.0],
+}
+
+
+def search_settings(**changes: object) -> params.SearchParams:
+    base = dict(strategy="grid", cv_folds=3, scoring="f2", threshold=0.35, precision_floor=0.5,
+                budget=100, prune=False, seed=7, jobs=2)
+    return params.SearchParams(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def data():
+    rows = prep.select_rows(sample.generate(1500, 3), SETTINGS.prep)
+    spec = features.fit(rows, SETTINGS.prep)
+    return features.build(rows, spec).to_pandas(), rows.get_column("label").to_numpy()
+
+
+def brute_force(features_, labels, grid, settings) -> dict[tuple, float]:
+    """Every cell scored the slow, obvious way: sklearn's XGBClassifier per fold and cell."""
+    keys = list(grid)
+    cells = [dict(zip(keys, values)) for values in np.array(np.meshgrid(*grid.values()), dtype=object).T.reshape(-1, len(keys))]
+    splitter = StratifiedKFold(settings.cv_folds, shuffle=True, random_state=settings.seed)
+    scores = {}
+    for cell in cells:
+        per_fold = []
+        for fit_rows, held in splitter.split(features_, labels):
+            model = xgb.XGBClassifier(**cell, tree_method="hist", enable_categorical=True,
+                                      random_state=settings.seed, n_jobs=settings.jobs)
+            model.fit(features_.iloc[fit_rows], labels[fit_rows])
+            predicted = model.predict_proba(features_.iloc[held])[:, 1] >= settings.threshold
+            per_fold.append(fbeta_score(labels[held], predicted, beta=2, zero_division=0))
+        scores[tuple(cell[k] for k in keys)] = float(np.mean(per_fold))
+    return scores
+
+
+def test_grid_search_finds_the_brute_force_best_cell(data) -> None:
+    features_, labels = data
+    settings = search_settings()
+    outcome = search.search(search.make_folds(features_, labels, 3, settings.seed), TINY_GRID, settings, "cpu")
+
+    expected = brute_force(features_, labels, TINY_GRID, settings)
+    assert len(outcome.rows) == len(expected) == 16
+    found = {tuple(row[k] for k in TINY_GRID): row["cv_mean"] for row in outcome.rows}
+    assert found == pytest.approx(expected, abs=1e-9)
+    best = max(expected.values())
+    assert outcome.best_score == pytest.approx(best)
+    assert expected[tuple(outcome.best[k] for k in TINY_GRID)] == pytest.approx(best)
+    assert outcome.fits == 8 * 3  # one fit per configuration and fold: n_estimators comes free
+
+
+def test_tpe_is_deterministic_and_records_every_cell_it_scores(data) -> None:
+    features_, labels = data
+    settings = search_settings(strategy="tpe", budget=5)
+    folds = search.make_folds(features_, labels, 3, settings.seed)
+    first = search.search(folds, TINY_GRID, settings, "cpu")
+    second = search.search(folds, TINY_GRID, settings, "cpu")
+    assert first.rows == second.rows and first.best == second.best
+    assert len(first.rows) == 2 * first.configurations
+    assert first.configurations <= 5
+
+
+def test_a_pinned_value_is_the_only_one_tried(data) -> None:
+    features_, labels = data
+    grid = {**TINY_GRID, "scale_pos_weight": [9.0]}
+    outcome = search.search(search.make_folds(features_, labels, 3, 7), grid, search_settings(), "cpu")
+    assert {row["scale_pos_weight"] for row in outcome.rows} == {9.0}
+    assert outcome.best["scale_pos_weight"] == 9.0
+
+
+def test_cuda_without_a_gpu_is_one_clear_error() -> None:
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine may have a GPU")
+    with pytest.raises(PipelineError, match=r"train.device = 'cuda', but XGBoost has no CUDA GPU here"):
+        search.check_device("cuda")
+
+
+@pytest.fixture
+def small_pipeline(workdir):
+    """extract and prep of a small sample, with a search small enough for a test."""
+    workdir(extract={"sample_rows": 1500}, search={"budget": 6, "cv_folds": 3})
+    extract.main()
+    prep.main()
+    return workdir
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_train_and_evaluate_on_the_sample(small_pipeline, tmp_path) -> None:
+    train.main()
+    model_bytes, summary_bytes = sha256(paths.MODEL), sha256(paths.TRAIN_METRICS)
+    summary = json.loads(paths.TRAIN_METRICS.read_text())
+    assert summary["scoring"] == "f2@0.35" and summary["strategy"] == "tpe" and summary["cv_folds"] == 3
+    assert set(summary["best_params"]) == set(params.GRID_KEYS)
+    assert summary["candidates"] == 3 * summary["configurations"]
+    assert 0.5 < summary["best_cv_score"] <= 1.0
+    assert "seconds" not in json.dumps(summary)
+    booster = xgb.Booster(model_file=paths.MODEL)
+    assert booster.num_boosted_rounds() == summary["best_params"]["n_estimators"]
+
+    evaluate.main()
+    scores = json.loads(paths.EVALUATE_METRICS.read_text())
+    assert scores["roc_auc"] > 0.85  # the planted preferences were learned
+    assert scores["n_test"] == scores["tp"] + scores["fp"] + scores["tn"] + scores["fn"]
+
+    train.main()  # same inputs and params: the same bytes
+    assert (sha256(paths.MODEL), sha256(paths.TRAIN_METRICS)) == (model_bytes, summary_bytes)
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["reel-driver"], order_by=["attributes.start_time ASC"])
+    assert list(runs["tags.stage"]) == ["train", "evaluate", "train"]
+    assert set(runs["tags.model_sha256"]) == {model_bytes}
+    assert runs["params.search.budget"].iloc[0] == "6"
+    assert float(runs["metrics.test_roc_auc"].iloc[1]) == pytest.approx(scores["roc_auc"])
+    assert runs["artifact_uri"].iloc[0].startswith((tmp_path / "mlruns").as_uri())
+    logged = mlflow.xgboost.load_model(f"runs:/{runs['run_id'].iloc[0]}/model")
+    assert logged.num_boosted_rounds() == booster.num_boosted_rounds()
