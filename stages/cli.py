@@ -15,12 +15,23 @@ from stages.outputs import write_text
 OFFLINE_PLOTS = Path("dvc_plots/offline.html")
 
 
-def _dvc_plots(revisions: list[str]) -> dict:
-    command = ["plots", "diff", *revisions] if revisions else ["plots", "show"]
-    result = subprocess.run([sys.executable, "-m", "dvc", *command, "--json"], capture_output=True, text=True)
+def _dvc(*command: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "dvc", *command], capture_output=True, text=True)
     if result.returncode != 0:
         raise PipelineError(f"dvc {' '.join(command)} failed: {' '.join(result.stderr.split())}")
-    return json.loads(result.stdout).get("data", {})
+    return result.stdout
+
+
+def _dvc_plots(revisions: list[str]) -> dict:
+    command = ["plots", "diff", *revisions] if revisions else ["plots", "show"]
+    return json.loads(_dvc(*command, "--json")).get("data", {})
+
+
+def review_report(baseline: str) -> str:
+    """The code-review comment: metrics and params of the workspace against ``baseline``."""
+    metrics = _dvc("metrics", "diff", baseline, "--md").strip() or "No metric changed."
+    params = _dvc("params", "diff", baseline, "--md").strip() or "No param changed."
+    return f"## Metrics against {baseline}\n\n{metrics}\n\n## Params against {baseline}\n\n{params}\n"
 
 
 def render_offline(plots: dict) -> str:
@@ -44,6 +55,14 @@ def plots(arguments: argparse.Namespace) -> None:
     print(f"wrote {arguments.out} (no network needed to view it)")
 
 
+def review(arguments: argparse.Namespace) -> None:
+    report = review_report(arguments.baseline)
+    if arguments.out:
+        write_text(report, arguments.out)
+    else:
+        print(report, end="")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="reel-driver", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -56,6 +75,16 @@ def parser() -> argparse.ArgumentParser:
     offline.add_argument("revisions", nargs="*", help="revisions to compare, as for `dvc plots diff` (e.g. main)")
     offline.add_argument("-o", "--out", type=Path, default=OFFLINE_PLOTS, help=f"output file (default {OFFLINE_PLOTS})")
     offline.set_defaults(handler=plots)
+
+    compare = commands.add_parser(
+        "review",
+        help="the code-review report: dvc metrics diff and dvc params diff, as Markdown",
+        description="Print (or write) the report CI posts on a pull request: `dvc metrics diff BASELINE --md` "
+        "and `dvc params diff BASELINE --md` for the workspace. Run `dvc repro` first.",
+    )
+    compare.add_argument("baseline", nargs="?", default="main", help="revision to compare with (default main)")
+    compare.add_argument("-o", "--out", type=Path, help="write the Markdown here instead of printing it")
+    compare.set_defaults(handler=review)
     return root
 
 

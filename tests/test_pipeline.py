@@ -181,6 +181,9 @@ def test_the_users_dvc_flows(repo_copy: Path) -> None:
     pinned = next(line for line in diff.splitlines() if "best_params.scale_pos_weight" in line)
     assert float(pinned.split("|")[4]) == 9  # the workspace column
     assert "| metrics/evaluate.json | recall" in diff
+    report = run(sys.executable, "-m", "stages.cli", "review", "main")
+    assert report.startswith("## Metrics against main") and "## Params against main" in report
+    assert "| params.yaml | scale_pos_weight" in report
 
     output = dvc("exp", "run", "-S", "evaluate.threshold=0.5")
     assert "Stage 'train' didn't change, skipping" in output and "Running stage 'evaluate'" in output
