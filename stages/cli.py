@@ -7,10 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import vl_convert
+import hashlib
+import logging
+from collections.abc import Iterator
 
+import polars as pl
+import pyarrow.parquet as pq
+import vl_convert
+from psycopg import sql
+
+from stages import database, params, paths, schema, scoring
 from stages.errors import PipelineError, run_stage
-from stages.outputs import write_text
+from stages.outputs import write_parquet_batches, write_text
+
+log = logging.getLogger("reel_driver.cli")
 
 OFFLINE_PLOTS = Path("dvc_plots/offline.html")
 
@@ -63,6 +73,63 @@ def review(arguments: argparse.Namespace) -> None:
         print(report, end="")
 
 
+def publish(arguments: argparse.Namespace) -> None:
+    settings = params.load()
+    rows = scoring.labeled(
+        pl.read_parquet(paths.OUT_OF_FOLD), pl.read_parquet(paths.PREDICTIONS), settings.evaluate.threshold
+    ).with_columns(model_sha256=pl.lit(hashlib.sha256(paths.MODEL.read_bytes()).hexdigest()))
+    table = database.identifier(arguments.table or settings.publish.table)
+    with database.connect() as conn:
+        written = database.replace_rows(
+            conn, table, scoring.predictions_table(table), rows.iter_slices(settings.publish.batch_rows)
+        )
+    log.info("%d labeled movies -> %s (threshold %.2f; training rows scored out of fold)",
+             written, arguments.table or settings.publish.table, settings.evaluate.threshold)
+
+
+def _unlabeled_rows(table_name: str, scorer: scoring.Scorer, batch_rows: int) -> Iterator[pl.DataFrame]:
+    """Rows of a table in the atp.training shape that have no label (all rows if it has no label column)."""
+    table = database.identifier(table_name)
+    needed = scoring.required_columns(scorer.spec)
+    with database.connect() as conn:
+        available = database.table_columns(conn, table)
+        missing = [c for c in needed if c not in available]
+        if missing:
+            raise PipelineError(f"table {table_name} lacks required column(s) {', '.join(missing)}")
+        columns = [schema.BY_NAME[c] for c in needed]
+        unlabeled = sql.SQL("label IS NULL") if "label" in available else None
+        query = database.select_query(table, columns, unlabeled)
+        for rows in database.copy_rows(conn, query, [c.pg_type for c in columns], batch_rows):
+            yield pl.DataFrame(rows, schema=schema.wire_schema(columns), orient="row")
+
+
+def _file_rows(path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:
+    try:
+        source = pq.ParquetFile(path)
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"cannot read {path} as parquet: {error}") from error
+    yielded = False
+    for batch in source.iter_batches(batch_size=batch_rows):
+        yielded = True
+        yield pl.from_arrow(batch)
+    if not yielded:  # an empty file still gives an empty, typed output
+        yield pl.from_arrow(source.schema_arrow.empty_table())
+
+
+def predict(arguments: argparse.Namespace) -> None:
+    settings = params.load()
+    scorer = scoring.Scorer.load(paths.FEATURES, paths.NORMALIZATION, paths.MODEL)
+    batch_rows = settings.publish.batch_rows
+    if arguments.from_db:
+        rows = _unlabeled_rows(arguments.table or settings.extract.table, scorer, batch_rows)
+    elif arguments.input:
+        rows = _file_rows(arguments.input, batch_rows)
+    else:
+        raise PipelineError("predict needs an input parquet file or --from-db")
+    written = write_parquet_batches((scorer.scored(batch, settings.evaluate.threshold) for batch in rows), arguments.out)
+    log.info("%d rows scored -> %s (threshold %.2f)", written, arguments.out, settings.evaluate.threshold)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="reel-driver", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -85,6 +152,33 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("baseline", nargs="?", default="main", help="revision to compare with (default main)")
     compare.add_argument("-o", "--out", type=Path, help="write the Markdown here instead of printing it")
     compare.set_defaults(handler=review)
+
+    writer = commands.add_parser(
+        "publish",
+        help="write a prediction for every labeled movie to PostgreSQL",
+        description="Write one row per labeled movie (imdb_id, prediction, probability, cm_value at "
+        "evaluate.threshold, scored_by, model_sha256, created_at) to publish.table, replacing its "
+        "content in one transaction: a failure leaves the previous rows as they were. Training rows "
+        "carry out-of-fold probabilities (from models that did not see them), hold-out rows the "
+        "trained model's. Needs `dvc repro` first, and PG* variables or REEL_DRIVER_PG_DSN.",
+    )
+    writer.add_argument("--table", help="schema-qualified table (default: publish.table in params.yaml)")
+    writer.set_defaults(handler=publish)
+
+    scorer = commands.add_parser(
+        "predict",
+        help="score raw movie rows with exactly the training feature build",
+        description="Score rows in the atp.training shape (label optional, extra columns ignored) with "
+        "models/features.json, models/normalization.json and models/model.json. Writes imdb_id, "
+        "probability and prediction (at evaluate.threshold) to a parquet file.",
+    )
+    source = scorer.add_mutually_exclusive_group(required=True)
+    source.add_argument("input", nargs="?", type=Path, help="parquet file of raw rows")
+    source.add_argument("--from-db", action="store_true",
+                        help="score the rows of --table (default extract.table) that have no label yet")
+    scorer.add_argument("--table", help="schema-qualified table for --from-db")
+    scorer.add_argument("-o", "--out", type=Path, required=True, help="output parquet file")
+    scorer.set_defaults(handler=predict)
     return root
 
 

@@ -6,12 +6,14 @@ params, and never logged.
 """
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
+import polars as pl
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from stages import schema
 from stages.errors import PipelineError
 
 DSN_VARIABLE = "REEL_DRIVER_PG_DSN"
@@ -41,6 +43,22 @@ def connect() -> psycopg.Connection:
         ) from None
 
 
+def identifier(table: str) -> sql.Identifier:
+    """A schema-qualified name from params, quoted part by part."""
+    return sql.Identifier(*table.split("."))
+
+
+def select_query(table: sql.Identifier, columns: list[schema.Column], where: sql.Composable | None = None) -> sql.Composed:
+    """SELECT of schema columns, cast to their canonical types, in imdb_id byte order."""
+    casts = sql.SQL(", ").join(
+        sql.SQL("{}::{} AS {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type), sql.Identifier(c.name))
+        for c in columns
+    )
+    condition = sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL("")
+    # COLLATE "C": byte order, the same on every server and as polars sorts
+    return sql.SQL('SELECT {} FROM {}{} ORDER BY imdb_id COLLATE "C"').format(casts, table, condition)
+
+
 def table_columns(conn: psycopg.Connection, table: sql.Identifier) -> list[str]:
     """The column names of ``table``, in table order."""
     try:
@@ -62,13 +80,47 @@ def copy_rows(
     """
     batch: list[tuple] = []
     yielded = False
-    with conn.cursor() as cur:
-        with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)) as copy:
-            copy.set_types(types)
-            for row in copy.rows():
-                batch.append(row)
-                if len(batch) == batch_rows:
-                    yield batch
-                    batch, yielded = [], True
+    try:
+        with conn.cursor() as cur:
+            with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)) as copy:
+                copy.set_types(types)
+                for row in copy.rows():
+                    batch.append(row)
+                    if len(batch) == batch_rows:
+                        yield batch
+                        batch, yielded = [], True
+    except psycopg.Error as error:
+        raise PipelineError(f"PostgreSQL failed while reading: {' '.join(str(error).split())}") from error
     if batch or not yielded:  # an empty table still gives one (empty) batch
         yield batch
+
+
+def replace_rows(
+    conn: psycopg.Connection, table: sql.Identifier, create: sql.Composable, batches: Iterable[pl.DataFrame]
+) -> int:
+    """Replace the whole content of ``table`` with ``batches``, in one transaction.
+
+    The table is created (``create``) when missing. Readers see the old rows until
+    the commit; any failure (a bad row, a lost connection, an exception in the
+    caller's batches) rolls back and leaves the old rows as they were.
+    Rows go in by COPY, in CSV, one batch at a time.
+    """
+    rows = 0
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(create)
+            # DELETE, not TRUNCATE: TRUNCATE would block readers until the commit
+            cur.execute(sql.SQL("DELETE FROM {}").format(table))
+            copy_sql = None
+            for batch in batches:
+                if copy_sql is None:
+                    columns = sql.SQL(", ").join(sql.Identifier(c) for c in batch.columns)
+                    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT CSV)").format(table, columns)
+                with cur.copy(copy_sql) as copy:
+                    copy.write(batch.write_csv(include_header=False))
+                rows += batch.height
+    except psycopg.Error as error:
+        raise PipelineError(
+            f"writing {table.as_string(conn)} failed, its previous content is unchanged: {' '.join(str(error).split())}"
+        ) from error
+    return rows

@@ -28,12 +28,7 @@ def predictions(test: pl.DataFrame, probabilities: np.ndarray, threshold: float)
     return test.select("imdb_id", "media_title", "label").with_columns(
         pl.Series("probability", probabilities, dtype=pl.Float64),
         pl.Series("prediction", predicted, dtype=pl.Int8),
-    ).with_columns(
-        pl.when(pl.col("label") == 1)
-        .then(pl.when(pl.col("prediction") == 1).then(pl.lit("TP")).otherwise(pl.lit("FN")))
-        .otherwise(pl.when(pl.col("prediction") == 1).then(pl.lit("FP")).otherwise(pl.lit("TN")))
-        .alias("cm_value")
-    )
+    ).with_columns(metrics.confusion_cell(pl.col("label"), pl.col("prediction") == 1).alias("cm_value"))
 
 
 def plot_data(labels: np.ndarray, probabilities: np.ndarray, threshold: float, importance: dict[str, float]) -> dict:

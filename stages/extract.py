@@ -10,7 +10,6 @@ import sys
 from collections.abc import Iterable, Iterator
 
 import polars as pl
-from psycopg import sql
 from tqdm import tqdm
 
 from stages import database, params, paths, sample, schema
@@ -18,16 +17,6 @@ from stages.errors import run_stage
 from stages.outputs import write_parquet_batches
 
 log = logging.getLogger("reel_driver.extract")
-
-
-def select_query(table: sql.Identifier, columns: list[schema.Column]) -> sql.Composed:
-    """SELECT of the schema's columns, cast to their canonical types, in imdb_id byte order."""
-    casts = sql.SQL(", ").join(
-        sql.SQL("{}::{} AS {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type), sql.Identifier(c.name))
-        for c in columns
-    )
-    # COLLATE "C": byte order, the same on every server and as polars sorts the sample
-    return sql.SQL('SELECT {} FROM {} ORDER BY imdb_id COLLATE "C"').format(casts, table)
 
 
 def to_frames(batches: Iterable[list[tuple]], columns: list[schema.Column]) -> Iterator[pl.DataFrame]:
@@ -38,10 +27,10 @@ def to_frames(batches: Iterable[list[tuple]], columns: list[schema.Column]) -> I
 
 
 def _from_postgres(settings: params.ExtractParams) -> Iterator[pl.DataFrame]:
-    table = sql.Identifier(*settings.table_parts)
+    table = database.identifier(settings.table)
     with database.connect() as conn:
         columns = schema.present_columns(database.table_columns(conn, table))
-        query = select_query(table, columns)
+        query = database.select_query(table, columns)
         batches = database.copy_rows(conn, query, [c.pg_type for c in columns], settings.batch_rows)
         # a progress bar on a terminal, nothing in CI logs
         with tqdm(desc="extract", unit=" rows", disable=not sys.stderr.isatty()) as progress:

@@ -6,8 +6,10 @@ it to any rows: prep's train and test rows, and later new movies to score.
 Both keep to one definition, which is what keeps training and serving equal.
 """
 
+import json
 import re
 import unicodedata
+from pathlib import Path
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict
@@ -62,6 +64,11 @@ class FeatureSpec(BaseModel):
     @classmethod
     def from_json(cls, features: dict, normalization: dict) -> "FeatureSpec":
         return cls.model_validate({**features, "normalization": normalization})
+
+    @classmethod
+    def load(cls, features_path: Path, normalization_path: Path) -> "FeatureSpec":
+        """Read the spec prep wrote (models/features.json and models/normalization.json)."""
+        return cls.from_json(json.loads(Path(features_path).read_text()), json.loads(Path(normalization_path).read_text()))
 
 
 def _slug(value: str) -> str:

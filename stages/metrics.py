@@ -1,6 +1,7 @@
 """Scoring: the search objectives and the hold-out metrics contract, from sklearn."""
 
 import numpy as np
+import polars as pl
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -22,6 +23,15 @@ F_BETA = 2.0
 def flagged(probabilities: np.ndarray, threshold: float) -> np.ndarray:
     """The owner's rule: a probability at or above the threshold is a yes."""
     return (np.asarray(probabilities) >= threshold).astype(np.int8)
+
+
+def confusion_cell(label: pl.Expr, predicted: pl.Expr) -> pl.Expr:
+    """TP, FP, TN or FN for a 0/1 label and a boolean prediction."""
+    return (
+        pl.when(label == 1)
+        .then(pl.when(predicted).then(pl.lit("TP")).otherwise(pl.lit("FN")))
+        .otherwise(pl.when(predicted).then(pl.lit("FP")).otherwise(pl.lit("TN")))
+    )
 
 
 def objective(

@@ -32,25 +32,23 @@ def _unique(values: list[Any]) -> list[Any]:
     return values
 
 
+def _schema_qualified(table: str) -> str:
+    parts = table.split(".")
+    if len(parts) != 2 or not all(part.strip() for part in parts):
+        raise ValueError("must be schema-qualified, like atp.training")
+    return table
+
+
+# schema.name; quoted with psycopg.sql.Identifier where it is used, never formatted into SQL
+TableName = Annotated[str, AfterValidator(_schema_qualified)]
+
+
 class ExtractParams(_Section):
     source: Literal["sample", "postgres"]
-    table: str
+    table: TableName
     sample_rows: Annotated[int, Field(ge=100)]
     seed: Annotated[int, Field(ge=0)]
     batch_rows: Annotated[int, Field(ge=1)]
-
-    @field_validator("table")
-    @classmethod
-    def _schema_qualified(cls, table: str) -> str:
-        parts = table.split(".")
-        if len(parts) != 2 or not all(part.strip() for part in parts):
-            raise ValueError("must be schema-qualified, like atp.training")
-        return table
-
-    @property
-    def table_parts(self) -> tuple[str, str]:
-        schema, name = self.table.split(".")
-        return schema, name
 
 
 class PrepParams(_Section):
@@ -92,6 +90,11 @@ class EvaluateParams(_Section):
     review_below: Annotated[float, Field(ge=0, lt=1)]
 
 
+class PublishParams(_Section):
+    table: TableName
+    batch_rows: Annotated[int, Field(ge=1)]
+
+
 def _as_list(value: Any) -> Any:
     return value if isinstance(value, list) else [value]
 
@@ -121,6 +124,7 @@ class Params(_Section):
     search: SearchParams
     train: TrainParams
     evaluate: EvaluateParams
+    publish: PublishParams
 
     @property
     def grid(self) -> dict[str, list[float]]:

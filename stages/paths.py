@@ -15,6 +15,7 @@ FEATURES = Path("models/features.json")
 MODEL = Path("models/model.json")
 TRAIN_METRICS = Path("metrics/train.json")
 CV_RESULTS = Path("data/search/cv_results.parquet")
+OUT_OF_FOLD = Path("data/predictions/train_oof.parquet")
 
 EVALUATE_METRICS = Path("metrics/evaluate.json")
 PREDICTIONS = Path("data/predictions/test.parquet")

@@ -110,11 +110,18 @@ def conform(frame: pl.DataFrame) -> pl.DataFrame:
                 f"column {name}: unknown value {row[name]!r} (imdb_id {row['imdb_id']}); "
                 f"allowed: {', '.join(allowed)}"
             )
-    conformed = []
-    for column in columns:
+    return cast(frame, [c.name for c in columns])
+
+
+def cast(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:
+    """The named columns of ``frame`` in the schema's dtypes; a value that does not fit is
+    one PipelineError naming the column."""
+    cast_columns = []
+    for name in names:
+        column = BY_NAME[name]
         try:
-            conformed.append(frame.get_column(column.name).cast(column.dtype, strict=True))
+            cast_columns.append(frame.get_column(name).cast(column.dtype, strict=True))
         except pl.exceptions.PolarsError as error:
             reason = " ".join(str(error).split())[:200]
-            raise PipelineError(f"column {column.name}: cannot read as {column.dtype}: {reason}") from error
-    return pl.DataFrame(conformed)
+            raise PipelineError(f"column {name}: cannot read as {column.dtype}: {reason}") from error
+    return pl.DataFrame(cast_columns)

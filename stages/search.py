@@ -32,6 +32,7 @@ class Fold:
     train: xgb.DMatrix
     valid: xgb.DMatrix
     labels: np.ndarray
+    held: np.ndarray  # row positions of the validation part
 
 
 @dataclass
@@ -54,7 +55,7 @@ def make_folds(features: pd.DataFrame, labels: np.ndarray, n_folds: int, seed: i
     """Stratified, shuffled folds; their matrices are built once for the whole search."""
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     return [
-        Fold(matrix(features.iloc[fit], labels[fit]), matrix(features.iloc[held], labels[held]), labels[held])
+        Fold(matrix(features.iloc[fit], labels[fit]), matrix(features.iloc[held], labels[held]), labels[held], held)
         for fit, held in splitter.split(features, labels)
     ]
 
@@ -75,6 +76,14 @@ def booster_params(config: dict, seed: int, jobs: int, device: str) -> dict:
 
 def fit(features: xgb.DMatrix, config: dict, seed: int, jobs: int, device: str) -> xgb.Booster:
     return xgb.train(booster_params(config, seed, jobs, device), features, num_boost_round=int(config[N_ESTIMATORS]))
+
+
+def out_of_fold(folds: list[Fold], config: dict, seed: int, jobs: int, device: str) -> np.ndarray:
+    """Each row's probability from the model of the fold that held it out: none saw its own row."""
+    probabilities = np.full(sum(len(fold.held) for fold in folds), np.nan)
+    for fold in folds:
+        probabilities[fold.held] = fit(fold.train, config, seed, jobs, device).predict(fold.valid)
+    return probabilities
 
 
 def check_device(device: str) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from stages import metrics, params, paths, search, tracking
+from stages import features, metrics, params, paths, scoring, search, tracking
 from stages.errors import run_stage
 from stages.outputs import write_bytes, write_json, write_parquet
 
@@ -43,7 +43,7 @@ def cv_results(outcome: search.Outcome) -> pl.DataFrame:
     return pl.DataFrame(outcome.rows).sort(["cv_mean", "trial", "n_estimators"], descending=[True, False, False])
 
 
-def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, features: pd.DataFrame) -> None:
+def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, inputs: pd.DataFrame) -> None:
     with tracking.run("train"):
         mlflow.log_params({f"grid.{k}": v for k, v in settings.grid.items()})
         mlflow.log_params({f"search.{k}": v for k, v in settings.search.model_dump().items()})
@@ -55,15 +55,19 @@ def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, f
                             "configurations": summary_["configurations"], "fits": summary_["fits"]})
         mlflow.log_artifact(str(paths.CV_RESULTS))
         mlflow.log_artifact(str(paths.TRAIN_METRICS))
-        example = features.head(5)
+        example = inputs.head(5)
         # MLflow tries the example as a JSON serving request, which cannot carry the
         # pandas categories the booster reads, and warns; this flavor is for loading
         # the booster, not for serving raw rows, so those warnings are noise here.
         for noisy in ("mlflow.models.model", "mlflow.utils.requirements_utils"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         mlflow.xgboost.log_model(
-            booster, name="model", model_format="json", input_example=example,
+            booster, name="model", model_format="json", input_example=example, pip_requirements=scoring.requirements(),
             signature=mlflow.models.infer_signature(example, booster.predict(search.matrix(example))),
+        )
+        scoring.log_served_model(
+            {"features": paths.FEATURES, "normalization": paths.NORMALIZATION, "model": paths.MODEL},
+            features.FeatureSpec.load(paths.FEATURES, paths.NORMALIZATION),
         )
 
 
@@ -71,22 +75,26 @@ def main() -> None:
     settings = params.load()
     search.check_device(settings.train.device)
     columns = json.loads(paths.FEATURES.read_text())["columns"]
-    features, labels = training_matrix(pl.read_parquet(paths.PREPARED_TRAIN), columns)
+    prepared = pl.read_parquet(paths.PREPARED_TRAIN)
+    training_features, labels = training_matrix(prepared, columns)
 
     started = time.perf_counter()
-    folds = search.make_folds(features, labels, settings.search.cv_folds, settings.search.seed)
+    folds = search.make_folds(training_features, labels, settings.search.cv_folds, settings.search.seed)
     outcome = search.search(folds, settings.grid, settings.search, settings.train.device)
     seconds = time.perf_counter() - started
-    model = search.fit(search.matrix(features, labels), outcome.best, settings.search.seed,
+    model = search.fit(search.matrix(training_features, labels), outcome.best, settings.search.seed,
                        settings.search.jobs, settings.train.device)
+    # what publish writes back for training rows: scores from models that did not see them
+    oof = search.out_of_fold(folds, outcome.best, settings.search.seed, settings.search.jobs, settings.train.device)
 
     result = summary(outcome, settings.search)
     write_bytes(bytes(model.save_raw("json")), paths.MODEL)
     write_parquet(cv_results(outcome), paths.CV_RESULTS)
+    write_parquet(prepared.select("imdb_id", "media_title", "label").with_columns(probability=oof), paths.OUT_OF_FOLD)
     write_json(result, paths.TRAIN_METRICS)
     log.info("best %s %.4f with %s; %d cells, %d fits in %.1f s",
              result["scoring"], outcome.best_score, outcome.best, result["candidates"], outcome.fits, seconds)
-    _log_run(settings, result, seconds, model, features)
+    _log_run(settings, result, seconds, model, training_features)
 
 
 if __name__ == "__main__":

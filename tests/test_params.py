@@ -21,7 +21,7 @@ def with_value(section: str, key: str, value: object) -> dict:
 def test_repository_params_load() -> None:
     loaded = params.parse(REPO_PARAMS)
     assert loaded.extract.source == "sample"
-    assert loaded.extract.table_parts == ("atp", "training")
+    assert loaded.extract.table == "atp.training" and loaded.publish.table == "atp.prediction"
     assert loaded.split.test_size == 0.15
     assert loaded.prep.media_types == ["movie"]
 
