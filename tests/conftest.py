@@ -104,3 +104,30 @@ def repo_copy(tmp_path: Path) -> Path:
             shutil.copy2(REPO / name, target / name)
     subprocess.run(["git", "init", "-q"], cwd=target, check=True)
     return target
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small sample run through extract, prep, train and evaluate once, in its own directory."""
+    from stages import evaluate, extract, prep, train
+
+    root = tmp_path_factory.mktemp("pipeline")
+    settings = yaml.safe_load((REPO / "params.yaml").read_text())
+    settings["extract"]["sample_rows"] = 1500
+    settings["search"].update(budget=6, cv_folds=3)
+    settings["publish"]["batch_rows"] = 100  # several batches even on a small sample
+    (root / "params.yaml").write_text(yaml.safe_dump(settings))
+    previous = Path.cwd()
+    os.chdir(root)
+    try:
+        for stage in (extract, prep, train, evaluate):
+            stage.main()
+    finally:
+        os.chdir(previous)
+    return root
+
+
+@pytest.fixture
+def in_pipeline(pipeline: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(pipeline)
+    return pipeline

@@ -1,0 +1,140 @@
+"""Scoring raw rows with the training feature build: parity with evaluate, out-of-fold
+probabilities, bad input, and the served model over real HTTP."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from stages import paths, scoring, search
+from stages.errors import PipelineError
+
+
+def hold_out_raw(root: Path) -> pl.DataFrame:
+    """The raw rows of the hold-out movies, label stripped."""
+    test_ids = pl.read_parquet(root / paths.PREDICTIONS).get_column("imdb_id")
+    return pl.read_parquet(root / paths.RAW).filter(pl.col("imdb_id").is_in(test_ids.implode())).drop("label")
+
+
+def test_predict_gives_evaluates_probabilities(in_pipeline: Path, tmp_path: Path) -> None:
+    from stages import cli
+
+    raw = tmp_path / "new.parquet"
+    hold_out_raw(in_pipeline).write_parquet(raw)
+    out = tmp_path / "scored.parquet"
+    cli.predict(cli.parser().parse_args(["predict", str(raw), "-o", str(out)]))
+
+    scored = pl.read_parquet(out)
+    expected = pl.read_parquet(paths.PREDICTIONS)
+    joined = expected.join(scored, on="imdb_id", suffix="_predict")
+    assert joined.height == expected.height == scored.height
+    assert np.allclose(joined["probability"], joined["probability_predict"], atol=1e-6, rtol=0)
+    assert joined["prediction"].to_list() == joined["prediction_predict"].to_list()
+
+
+def test_unseen_values_extra_columns_and_missing_ones(in_pipeline: Path) -> None:
+    scorer = scoring.Scorer.load(paths.FEATURES, paths.NORMALIZATION, paths.MODEL)
+    rows = hold_out_raw(in_pipeline).head(3)
+    odd = rows.with_columns(
+        genre=pl.lit(["Space Opera", None], dtype=pl.List(pl.String)),
+        original_language=pl.lit("tlh"),
+        budget=pl.lit(10**12),  # far beyond the training range
+        something_new=pl.lit(1),
+    )
+    probabilities = scorer.probabilities(odd)
+    assert probabilities.shape == (3,) and ((probabilities >= 0) & (probabilities <= 1)).all()
+    with pytest.raises(PipelineError, match=r"input rows lack required column\(s\) imdb_votes, genre"):
+        scorer.probabilities(rows.drop("genre", "imdb_votes"))
+    with pytest.raises(PipelineError, match=r"column release_year: cannot read as Int16"):
+        scorer.probabilities(rows.with_columns(release_year=pl.lit("nineteen")))
+
+
+def test_labeled_rows_get_a_confusion_cell_at_the_threshold() -> None:
+    out_of_fold = pl.DataFrame({"imdb_id": ["tt3", "tt1"], "label": [1, 0], "probability": [0.2, 0.9]})
+    hold_out = pl.DataFrame({"imdb_id": ["tt2"], "label": [1], "probability": [0.35]})
+    rows = scoring.labeled(out_of_fold, hold_out, 0.35)
+    assert rows.to_dicts() == [
+        {"imdb_id": "tt1", "prediction": 1, "probability": 0.9, "cm_value": "FP", "scored_by": "out_of_fold"},
+        {"imdb_id": "tt2", "prediction": 1, "probability": 0.35, "cm_value": "TP", "scored_by": "hold_out"},
+        {"imdb_id": "tt3", "prediction": 0, "probability": 0.2, "cm_value": "FN", "scored_by": "out_of_fold"},
+    ]
+
+
+def test_out_of_fold_rows_are_scored_by_models_that_did_not_see_them() -> None:
+    """A planted row a deep model memorises: in-sample it scores high, out of fold it cannot."""
+    rng = np.random.default_rng(0)
+    features_ = pd.DataFrame({"x": rng.normal(size=400), "y": rng.normal(size=400)})
+    labels = np.zeros(400, dtype=int)
+    labels[:40] = 1
+    features_.loc[:39, "x"] += 3  # positives live at high x
+    features_.loc[399, ["x", "y"]] = [-4.0, 9.0]  # one positive, alone where every row is negative
+    labels[399] = 1
+    config = {"scale_pos_weight": 1.0, "max_depth": 6, "n_estimators": 200, "min_child_weight": 0.0,
+              "learning_rate": 0.3, "gamma": 0.0, "reg_alpha": 0.0, "subsample": 1.0, "max_delta_step": 0.0,
+              "colsample_bytree": 1.0, "colsample_bylevel": 1.0}
+    in_sample = search.fit(search.matrix(features_, labels), config, 0, 2, "cpu").predict(search.matrix(features_))
+    oof = search.out_of_fold(search.make_folds(features_, labels, 5, 0), config, 0, 2, "cpu")
+    assert in_sample[399] > 0.9  # memorised
+    assert oof[399] < 0.1  # scored by a model that never saw it
+    assert not np.isnan(oof).any()
+
+
+def test_train_writes_out_of_fold_probabilities_for_every_training_row(in_pipeline: Path) -> None:
+    oof = pl.read_parquet(paths.OUT_OF_FOLD)
+    prepared = pl.read_parquet(paths.PREPARED_TRAIN)
+    assert oof.get_column("imdb_id").to_list() == prepared.get_column("imdb_id").to_list()
+    assert oof.get_column("probability").is_between(0, 1).all()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_served_model_answers_raw_rows_over_http(in_pipeline: Path) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{in_pipeline / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["reel-driver"], filter_string="tags.stage = 'train'")
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{in_pipeline / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{runs['run_id'].iloc[0]}/serving",
+         "-h", "127.0.0.1", "-p", str(port), "--env-manager", "local"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "the model server did not start"
+                time.sleep(0.5)
+        rows = hold_out_raw(in_pipeline).drop("created_at", "updated_at")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"dataframe_records": json.loads(rows.write_json())}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    served = pl.DataFrame(answer)
+    expected = pl.read_parquet(paths.PREDICTIONS).join(served, on="imdb_id", suffix="_served")
+    assert expected.height == rows.height
+    assert np.allclose(expected["probability"], expected["probability_served"], atol=1e-6, rtol=0)
