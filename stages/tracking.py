@@ -60,6 +60,8 @@ def tags() -> dict[str, str]:
 @contextmanager
 def run(stage: str) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run in the main repository's store, named after the stage and DVC experiment."""
+    # MLflow draws artifact progress bars even into CI logs
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     root = repository_root()
     uri = os.environ.get(TRACKING_URI) or f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
