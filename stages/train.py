@@ -47,7 +47,7 @@ def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, i
     with tracking.run("train"):
         mlflow.log_params({f"grid.{k}": v for k, v in settings.grid.items()})
         mlflow.log_params({f"search.{k}": v for k, v in settings.search.model_dump().items()})
-        mlflow.log_params({"train.device": settings.train.device, "best": json.dumps(summary_["best_params"])})
+        mlflow.log_params({"train.device": settings.train.device})
         mlflow.log_params({f"best.{k}": v for k, v in summary_["best_params"].items()})
         mlflow.set_tags({"model_sha256": tracking.sha256(paths.MODEL),
                          "train_data_sha256": tracking.sha256(paths.PREPARED_TRAIN)})
