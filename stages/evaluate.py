@@ -1,7 +1,6 @@
 """evaluate: the model on hold-out rows only, at evaluate.threshold: the metrics
 contract, per-row predictions, DVC plot data and the owner's review lists."""
 
-import json
 import logging
 
 import mlflow
@@ -80,9 +79,9 @@ def review(scored: pl.DataFrame, threshold: float, below: float) -> str:
 
 def main() -> None:
     settings = params.load().evaluate
-    columns = json.loads(paths.FEATURES.read_text())["columns"]
     test = pl.read_parquet(paths.PREPARED_TEST)
     booster = xgb.Booster(model_file=paths.MODEL)
+    columns = booster.feature_names  # the columns the model was trained on, in its order
 
     probabilities = booster.predict(xgb.DMatrix(test.select(columns).to_pandas(), enable_categorical=True))
     labels = test.get_column("label").to_numpy()

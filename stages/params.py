@@ -69,6 +69,25 @@ class SplitParams(_Section):
     seed: Annotated[int, Field(ge=0)]
 
 
+class AnalysisParams(_Section):
+    null_high: Annotated[float, Field(ge=0, le=1)]
+    distinct_high: Annotated[float, Field(gt=0, le=1)]
+    distinct_low: Annotated[int, Field(ge=0)]
+    normality_p: Annotated[float, Field(gt=0, lt=1)]
+    text_short_chars: Annotated[int, Field(ge=0)]
+    text_embeddings: bool
+    inter_r: Annotated[float, Field(gt=0, le=1)]
+    inter_cramers_v: Annotated[float, Field(gt=0, le=1)]
+    inter_chi2_p: Annotated[float, Field(gt=0, lt=1)]
+    inter_anova_f: Annotated[float, Field(ge=0)]
+    target_r: Annotated[float, Field(ge=0, le=1)]
+    target_anova_f: Annotated[float, Field(ge=0)]
+    target_cramers_v: Annotated[float, Field(ge=0, le=1)]
+    target_chi2_p: Annotated[float, Field(gt=0, lt=1)]
+    target_rule: Literal["any", "all"]
+    apply_selection: bool
+
+
 class SearchParams(_Section):
     strategy: Literal["tpe", "random", "grid"]
     cv_folds: Annotated[int, Field(ge=2)]
@@ -108,6 +127,7 @@ class Params(_Section):
     extract: ExtractParams
     prep: PrepParams
     split: SplitParams
+    analysis: AnalysisParams
     # The hyperparameter grid (seed 001, "production grid"), top-level so that
     # `dvc exp run -S scale_pos_weight=9` works as typed.
     scale_pos_weight: _grid_values(Annotated[float, Field(gt=0)])

@@ -9,8 +9,14 @@ RAW = Path("data/raw/training.parquet")
 
 PREPARED_TRAIN = Path("data/prepared/train.parquet")
 PREPARED_TEST = Path("data/prepared/test.parquet")
+# the raw columns of the training rows only: what analyze reads (never the hold-out)
+PREPARED_TRAIN_RAW = Path("data/prepared/train_raw.parquet")
 NORMALIZATION = Path("models/normalization.json")
 FEATURES = Path("models/features.json")
+
+ANALYSIS_METRICS = Path("metrics/analysis.json")
+ANALYSIS_REPORT = Path("reports/analysis")  # report.md and plots/*.png
+SELECTION = Path("models/selection.json")
 
 MODEL = Path("models/model.json")
 TRAIN_METRICS = Path("metrics/train.json")

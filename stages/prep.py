@@ -56,6 +56,7 @@ def main() -> None:
     spec = features.fit(train, settings.prep)
 
     write_parquet(prepared(train, spec), paths.PREPARED_TRAIN)
+    write_parquet(train.drop("media_type", "human_labeled", "anomalous", strict=False), paths.PREPARED_TRAIN_RAW)
     write_parquet(prepared(test, spec), paths.PREPARED_TEST)
     write_json(spec.features_json(), paths.FEATURES)
     write_json(spec.normalization_json(), paths.NORMALIZATION)

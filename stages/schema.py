@@ -60,6 +60,17 @@ COLUMNS: tuple[Column, ...] = (
     Column("updated_at", pl.Datetime("us", "UTC"), "timestamptz"),
 )
 
+# The production DDL's types of the feature columns (analyze reports the cast to each dtype).
+PRODUCTION_TYPES = {
+    "release_year": "SMALLINT", "budget": "BIGINT", "revenue": "BIGINT", "runtime": "INTEGER",
+    "tmdb_rating": "DECIMAL(5,3)", "tmdb_votes": "INTEGER", "rt_score": "INTEGER", "metascore": "INTEGER",
+    "imdb_rating": "DECIMAL(4,1)", "imdb_votes": "INTEGER", "origin_country": "CHAR(2)[] (padding trimmed)",
+    "production_countries": "CHAR(2)[] (padding trimmed)", "spoken_languages": "CHAR(2)[] (padding trimmed)",
+    "genre": "VARCHAR(20)[]", "production_companies": "VARCHAR(255)[]", "production_status": "VARCHAR(25)",
+    "original_language": "CHAR(2) (padding trimmed)", "media_title": "VARCHAR(255)",
+    "original_media_title": "VARCHAR(255)", "tagline": "VARCHAR(255)", "overview": "TEXT",
+}
+
 # The table declares these NOT NULL; a row without them cannot be used at all.
 NOT_NULL = ("imdb_id", "label", "media_type")
 

@@ -49,7 +49,7 @@ class Scorer:
         return schema.cast(raw, needed)
 
     def probabilities(self, raw: pl.DataFrame) -> np.ndarray:
-        built = features.build(self.inputs(raw), self.spec)
+        built = features.build(self.inputs(raw), self.spec).select(self.booster.feature_names)
         return self.booster.predict(xgb.DMatrix(built.to_pandas(), enable_categorical=True))
 
     def scored(self, raw: pl.DataFrame, threshold: float) -> pl.DataFrame:

@@ -74,7 +74,8 @@ def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, i
 def main() -> None:
     settings = params.load()
     search.check_device(settings.train.device)
-    columns = json.loads(paths.FEATURES.read_text())["columns"]
+    # the analysis' selection when analysis.apply_selection is true, else every column of prep
+    columns = json.loads(paths.SELECTION.read_text())["columns"]
     prepared = pl.read_parquet(paths.PREPARED_TRAIN)
     training_features, labels = training_matrix(prepared, columns)
 
@@ -88,6 +89,13 @@ def main() -> None:
     oof = search.out_of_fold(folds, outcome.best, settings.search.seed, settings.search.jobs, settings.train.device)
 
     result = summary(outcome, settings.search)
+    # the same objective on every training row's out-of-fold probability, and AP beside it
+    result["out_of_fold"] = {
+        "score": round(metrics.objective(settings.search.scoring, labels, oof, settings.search.threshold,
+                                         settings.search.precision_floor), 6),
+        "average_precision": round(metrics.objective("average_precision", labels, oof, 0.5, 0.0), 6),
+        "columns": len(columns),
+    }
     write_bytes(bytes(model.save_raw("json")), paths.MODEL)
     write_parquet(cv_results(outcome), paths.CV_RESULTS)
     write_parquet(prepared.select("imdb_id", "media_title", "label").with_columns(probability=oof), paths.OUT_OF_FOLD)
