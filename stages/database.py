@@ -34,6 +34,11 @@ def connect() -> psycopg.Connection:
     """A connection from REEL_DRIVER_PG_DSN, else from the libpq variables."""
     dsn = os.environ.get(DSN_VARIABLE, "")
     try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        # psycopg's message quotes the string, and with it a password
+        raise PipelineError(f"{DSN_VARIABLE} is not a valid PostgreSQL connection string") from None
+    try:
         return psycopg.connect(dsn)
     except psycopg.Error as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__

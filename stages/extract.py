@@ -8,6 +8,7 @@ downstream when the table did not change.
 import logging
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 
 import polars as pl
 from tqdm import tqdm
@@ -31,12 +32,14 @@ def _from_postgres(settings: params.ExtractParams) -> Iterator[pl.DataFrame]:
     with database.connect() as conn:
         columns = schema.present_columns(database.table_columns(conn, table))
         query = database.select_query(table, columns)
-        batches = database.copy_rows(conn, query, [c.pg_type for c in columns], settings.batch_rows)
-        # a progress bar on a terminal, nothing in CI logs
-        with tqdm(desc="extract", unit=" rows", disable=not sys.stderr.isatty()) as progress:
-            for frame in to_frames(batches, columns):
-                progress.update(frame.height)
-                yield frame
+        # closing(): an error in a batch must end the COPY before the connection
+        # rolls back, or the rollback waits on the open COPY for ever
+        with closing(database.copy_rows(conn, query, [c.pg_type for c in columns], settings.batch_rows)) as batches:
+            # a progress bar on a terminal, nothing in CI logs
+            with tqdm(desc="extract", unit=" rows", disable=not sys.stderr.isatty()) as progress:
+                for frame in to_frames(batches, columns):
+                    progress.update(frame.height)
+                    yield frame
 
 
 def main() -> None:

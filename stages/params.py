@@ -23,7 +23,8 @@ ZeroUnknownColumn = Literal["budget", "revenue", "runtime"]
 class _Section(BaseModel):
     # Unknown keys are typos (extract.sorce), not options to ignore; no field
     # has a default, so params.yaml is the one place a value is set.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "4000", "yes" or true are not numbers or booleans, whatever YAML allows
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def _unique(values: list[Any]) -> list[Any]:

@@ -114,7 +114,8 @@ def _imdb_ids(rng: np.random.Generator, rows: int) -> list[str]:
 
 
 def _tmdb_ids(rng: np.random.Generator, rows: int) -> np.ndarray:
-    ids = rng.choice(np.arange(1, 1_500_000), size=rows, replace=False)
+    # above any id TMDB has issued, like the imdb ids: never a real one
+    ids = rng.choice(5_000_000, size=rows, replace=False) + 90_000_000
     ids[-1] = ids[0]  # the real table has two IMDb ids sharing one tmdb_id
     return ids
 

@@ -112,8 +112,8 @@ def conform(frame: pl.DataFrame) -> pl.DataFrame:
     """
     columns = present_columns(frame.columns)
     for name in NOT_NULL:
-        if row := _first_row(frame.with_row_index("_row"), pl.col(name).is_null()):
-            raise PipelineError(f"column {name}: NULL in row {row['_row']} (imdb_id {row['imdb_id']})")
+        if row := _first_row(frame, pl.col(name).is_null()):
+            raise PipelineError(f"column {name}: NULL where the table forbids it (imdb_id {row['imdb_id']})")
     for name in ENUM_COLUMNS:
         allowed = BY_NAME[name].dtype.categories.to_list()
         if row := _first_row(frame, ~pl.col(name).cast(pl.String).is_in(allowed)):

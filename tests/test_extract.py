@@ -129,6 +129,15 @@ def test_unknown_label_value_is_named_and_nothing_is_lost(from_postgres: str) ->
     assert not list(paths.RAW.parent.glob(".*.tmp"))
 
 
+def test_a_bad_row_after_the_first_batch_stops_without_hanging(workdir, from_postgres: str) -> None:
+    execute(from_postgres, AWKWARD_ROWS, "ALTER TYPE atp.label_type ADD VALUE 'would_rewatch'")
+    execute(from_postgres, "UPDATE atp.training SET label = 'would_rewatch' WHERE imdb_id = 'tt0000002'")
+    workdir(extract={"batch_rows": 1})  # the bad row arrives while the COPY is still open
+    with pytest.raises(PipelineError, match="unknown value 'would_rewatch'"):
+        run_extract()
+    assert not list(Path(".").rglob(".*.tmp"))
+
+
 def test_missing_required_column_is_named(from_postgres: str) -> None:
     execute(from_postgres, "ALTER TABLE atp.training DROP COLUMN genre, DROP COLUMN imdb_votes")
     with pytest.raises(PipelineError, match=r"missing required column\(s\) genre, imdb_votes"):
@@ -139,6 +148,14 @@ def test_missing_table_is_named(workdir, from_postgres: str) -> None:
     workdir(extract={"table": "atp.trainig"})
     with pytest.raises(PipelineError, match=r'table "atp"."trainig" does not exist'):
         run_extract()
+
+
+def test_an_unparsable_dsn_is_not_quoted(workdir, monkeypatch) -> None:
+    workdir(extract={"source": "postgres"})
+    monkeypatch.setenv("REEL_DRIVER_PG_DSN", "host=x password=correct horse")
+    with pytest.raises(PipelineError) as caught:
+        run_extract()
+    assert str(caught.value) == "REEL_DRIVER_PG_DSN is not a valid PostgreSQL connection string"
 
 
 def test_connection_error_is_one_line_without_the_password(workdir, monkeypatch, tmp_path) -> None:

@@ -63,6 +63,10 @@ def test_good_values(section: str, key: str, value: object) -> None:
         ("prep", "drop_anomalous", "sometimes", "prep.drop_anomalous = 'sometimes'"),
         ("split", "test_size", 1.5, "split.test_size = 1.5: Input should be less than 1"),
         ("split", "test_size", 0, "split.test_size = 0: Input should be greater than 0"),
+        ("extract", "sample_rows", "4000", "extract.sample_rows = '4000': Input should be a valid integer"),
+        ("extract", "seed", True, "extract.seed = True: Input should be a valid integer"),
+        ("prep", "drop_anomalous", "yes", "prep.drop_anomalous = 'yes': Input should be a valid boolean"),
+        ("split", "seed", 42.0, "split.seed = 42.0: Input should be a valid integer"),
     ],
 )
 def test_bad_values(section: str, key: str, value: object, message: str) -> None:

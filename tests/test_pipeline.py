@@ -154,6 +154,7 @@ def test_dvc_repro_twice_gives_identical_bytes_and_matches_the_lock(repo_copy: P
     assert dvc("status").split() == ["extract:", "always", "changed"]
 
 
+@pytest.mark.slow
 def test_the_users_dvc_flows(repo_copy: Path) -> None:
     """dvc repro, an experiment on one grid key, metrics diff, a threshold change that
     reruns evaluate alone, and a queued experiment whose MLflow run lands in the main store."""

@@ -82,7 +82,8 @@ def test_shaped_like_the_real_table(table: pl.DataFrame) -> None:
 def test_marginals_match_the_real_export(table: pl.DataFrame, real_export: pl.DataFrame, measure: pl.Expr) -> None:
     synthetic = table.filter(MOVIE).select(measure).item()
     real = real_export.filter(MOVIE).select(measure).item()
-    assert synthetic == pytest.approx(real, abs=0.05)
+    # within 40% of the real rate (or 0.01 for rare ones): a sample without zeros, say, fails
+    assert synthetic == pytest.approx(real, rel=0.4, abs=0.01)
 
 
 def test_the_owners_preferences_are_planted(large: pl.DataFrame) -> None:

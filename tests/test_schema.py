@@ -44,8 +44,8 @@ def test_optional_columns_are_kept_when_present() -> None:
     [
         ({"label": ["would_watch", "maybe"]}, "column label: unknown value 'maybe' (imdb_id tt0000012); allowed: would_watch, would_not_watch"),
         ({"media_type": ["film", "movie"]}, "column media_type: unknown value 'film' (imdb_id tt0000011)"),
-        ({"label": [None, "would_watch"]}, "column label: NULL in row 0 (imdb_id tt0000011)"),
-        ({"imdb_id": ["tt0000011", None]}, "column imdb_id: NULL in row 1"),
+        ({"label": [None, "would_watch"]}, "column label: NULL where the table forbids it (imdb_id tt0000011)"),
+        ({"imdb_id": ["tt0000011", None]}, "column imdb_id: NULL where the table forbids it (imdb_id None)"),
         ({"release_year": [2001, "last year"]}, "column release_year: cannot read as Int16"),
         ({"release_year": [2001, 70000]}, "column release_year: cannot read as Int16"),
     ],
