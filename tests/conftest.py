@@ -34,7 +34,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never log to the user's MLflow server or think they run inside a DVC experiment."""
     for variable in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "REEL_DRIVER_PG_DSN"):
-        monkeypatch.delenv(variable, raising=False)
+        # set, then delete: monkeypatch then also removes what a test sets later
+        # (mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into the environment)
+        monkeypatch.setenv(variable, "")
+        monkeypatch.delenv(variable)
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +113,7 @@ def repo_copy(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small sample run through extract, prep, train and evaluate once, in its own directory."""
-    from stages import evaluate, extract, prep, train
+    from stages import analyze, evaluate, extract, prep, train
 
     root = tmp_path_factory.mktemp("pipeline")
     settings = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -121,7 +124,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     previous = Path.cwd()
     os.chdir(root)
     try:
-        for stage in (extract, prep, train, evaluate):
+        for stage in (extract, prep, analyze, train, evaluate):
             stage.main()
     finally:
         os.chdir(previous)

@@ -111,7 +111,9 @@ def test_every_out_of_one_stage_is_written_once() -> None:
 
 
 def _outputs(repo: Path) -> dict[str, str]:
-    return {out: hashlib.sha256((repo / out).read_bytes()).hexdigest() for out in ALL_OUTS}
+    """SHA-256 of every output file (a directory output: of every file in it)."""
+    files = [f for out in ALL_OUTS for f in ([repo / out] if (repo / out).is_file() else sorted((repo / out).rglob("*")))]
+    return {str(f.relative_to(repo)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()}
 
 
 def _code_of(lock: Path) -> dict:

@@ -11,7 +11,7 @@ import xgboost as xgb
 from sklearn.metrics import fbeta_score
 from sklearn.model_selection import StratifiedKFold
 
-from stages import evaluate, extract, features, params, paths, prep, sample, search, train
+from stages import analyze, evaluate, extract, features, params, paths, prep, sample, search, train
 from stages.errors import PipelineError
 from tests.test_prep import SETTINGS
 
@@ -108,6 +108,7 @@ def small_pipeline(workdir):
     workdir(extract={"sample_rows": 1500}, search={"budget": 6, "cv_folds": 3})
     extract.main()
     prep.main()
+    analyze.main()
     return workdir
 
 
