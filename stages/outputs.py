@@ -30,8 +30,7 @@ def _replacing(path: Path) -> Iterator[Path]:
 
 
 def write_json(data: Any, path: Path) -> None:
-    with _replacing(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", path)
 
 
 def write_bytes(data: bytes, path: Path) -> None:
