@@ -90,12 +90,13 @@ class AnalysisParams(_Section):
 
 
 class SearchParams(_Section):
-    strategy: Literal["tpe", "random", "grid"]
+    strategy: Literal["halving", "tpe", "grid"]
     cv_folds: Annotated[int, Field(ge=2)]
     scoring: Literal["f2", "recall_at_precision", "average_precision"]
     threshold: Annotated[float, Field(gt=0, lt=1)]
     precision_floor: Annotated[float, Field(ge=0, le=1)]
     budget: Annotated[int, Field(ge=1)]
+    reduction: Annotated[int, Field(ge=2)]
     prune: bool
     seed: Annotated[int, Field(ge=0)]
     jobs: Annotated[int, Field(ge=1)]

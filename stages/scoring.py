@@ -17,10 +17,10 @@ import pandas as pd
 import polars as pl
 import xgboost as xgb
 from mlflow.models import ModelSignature
-from psycopg import sql
 from mlflow.types.schema import Array, ColSpec, DataType, Schema
+from psycopg import sql
 
-from stages import features, metrics, sample, schema
+from stages import features, metrics, sample, schema, tracking
 from stages.errors import PipelineError
 
 ID = "imdb_id"
@@ -104,7 +104,7 @@ class ServedModel(mlflow.pyfunc.PythonModel):
         artifacts = context.artifacts
         self.scorer = Scorer.load(artifacts["features"], artifacts["normalization"], artifacts["model"])
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:  # noqa: ARG002
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         raw = pl.from_pandas(model_input)
         return pd.DataFrame({ID: raw.get_column(ID).to_list(), "probability": self.scorer.probabilities(raw)})
 
@@ -128,18 +128,10 @@ def serving_example(spec: features.FeatureSpec, rows: int = 3) -> pd.DataFrame:
     return raw.select(required_columns(spec)).with_columns(pl.col(features.CONTINUOUS).cast(pl.Float64)).to_pandas()
 
 
-def requirements() -> list[str]:
-    """The model's pip requirements, named rather than inferred: MLflow's inference loads the
-    model in a fresh process, which took minutes here."""
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in ("mlflow", "xgboost", "polars", "pandas", "numpy", "pydantic", "pyarrow")]
-
-
 def log_served_model(paths_: dict[str, Path], spec: features.FeatureSpec) -> None:
     """Log the pyfunc (feature build + booster) with the active MLflow run, as "serving"."""
     mlflow.pyfunc.log_model(
-        pip_requirements=requirements(),
+        pip_requirements=tracking.requirements(),
         name="serving",
         python_model=ServedModel(),
         artifacts={name: str(path) for name, path in paths_.items()},

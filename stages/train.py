@@ -5,22 +5,19 @@ import json
 import logging
 import time
 
-import mlflow
-import mlflow.xgboost
 import numpy as np
-import pandas as pd
 import polars as pl
 
-from stages import features, metrics, params, paths, scoring, search, tracking
+from stages import features, metrics, params, paths, search, tracking
 from stages.errors import run_stage
 from stages.outputs import write_bytes, write_json, write_parquet
 
 log = logging.getLogger("reel_driver.train")
 
 
-def training_matrix(prepared: pl.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
-    """Features in the recorded column order (pandas at the XGBoost edge) and 0/1 labels."""
-    return prepared.select(columns).to_pandas(), prepared.get_column("label").to_numpy()
+def training_matrix(prepared: pl.DataFrame, columns: list[str]) -> tuple[pl.DataFrame, np.ndarray]:
+    """Features in the recorded column order and 0/1 labels."""
+    return prepared.select(columns), prepared.get_column("label").to_numpy()
 
 
 def summary(outcome: search.Outcome, settings: params.SearchParams) -> dict:
@@ -33,6 +30,7 @@ def summary(outcome: search.Outcome, settings: params.SearchParams) -> dict:
         "configurations": outcome.configurations,
         "pruned": outcome.pruned,
         "fits": outcome.fits,
+        "boosting_rounds": outcome.rounds,
         "cv_folds": settings.cv_folds,
         "strategy": settings.strategy,
     }
@@ -43,27 +41,36 @@ def cv_results(outcome: search.Outcome) -> pl.DataFrame:
     return pl.DataFrame(outcome.rows).sort(["cv_mean", "trial", "n_estimators"], descending=[True, False, False])
 
 
-def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, inputs: pd.DataFrame) -> None:
+def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, inputs: pl.DataFrame) -> None:
+    # imported here: tracking.open_in_background has loaded them beside the search
+    import mlflow
+    import mlflow.xgboost
+
+    from stages import scoring
+
     with tracking.run("train"):
-        mlflow.log_params({f"grid.{k}": v for k, v in settings.grid.items()})
-        mlflow.log_params({f"search.{k}": v for k, v in settings.search.model_dump().items()})
-        mlflow.log_params({"train.device": settings.train.device})
-        mlflow.log_params({f"best.{k}": v for k, v in summary_["best_params"].items()})
+        mlflow.log_params({
+            **{f"grid.{k}": v for k, v in settings.grid.items()},
+            **{f"search.{k}": v for k, v in settings.search.model_dump().items()},
+            "train.device": settings.train.device,
+            **{f"best.{k}": v for k, v in summary_["best_params"].items()},
+        })
         mlflow.set_tags({"model_sha256": tracking.sha256(paths.MODEL),
                          "train_data_sha256": tracking.sha256(paths.PREPARED_TRAIN)})
         mlflow.log_metrics({"cv_best_score": summary_["best_cv_score"], "search_seconds": seconds,
-                            "configurations": summary_["configurations"], "fits": summary_["fits"]})
+                            "configurations": summary_["configurations"], "fits": summary_["fits"],
+                            "boosting_rounds": summary_["boosting_rounds"]})
         mlflow.log_artifact(str(paths.CV_RESULTS))
         mlflow.log_artifact(str(paths.TRAIN_METRICS))
-        example = inputs.head(5)
+        example = inputs.head(5).to_pandas()
         # MLflow tries the example as a JSON serving request, which cannot carry the
         # pandas categories the booster reads, and warns; this flavor is for loading
         # the booster, not for serving raw rows, so those warnings are noise here.
         for noisy in ("mlflow.models.model", "mlflow.utils.requirements_utils"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         mlflow.xgboost.log_model(
-            booster, name="model", model_format="json", input_example=example, pip_requirements=scoring.requirements(),
-            signature=mlflow.models.infer_signature(example, booster.predict(search.matrix(example))),
+            booster, name="model", model_format="json", input_example=example, pip_requirements=tracking.requirements(),
+            signature=mlflow.models.infer_signature(example, booster.predict(search.matrix(inputs.head(5)))),
         )
         scoring.log_served_model(
             {"features": paths.FEATURES, "normalization": paths.NORMALIZATION, "model": paths.MODEL},
@@ -74,6 +81,7 @@ def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, i
 def main() -> None:
     settings = params.load()
     search.check_device(settings.train.device)
+    mlflow_ready = tracking.open_in_background()
     # the analysis' selection when analysis.apply_selection is true, else every column of prep
     columns = json.loads(paths.SELECTION.read_text())["columns"]
     prepared = pl.read_parquet(paths.PREPARED_TRAIN)
@@ -83,10 +91,9 @@ def main() -> None:
     folds = search.make_folds(training_features, labels, settings.search.cv_folds, settings.search.seed)
     outcome = search.search(folds, settings.grid, settings.search, settings.train.device)
     seconds = time.perf_counter() - started
-    model = search.fit(search.matrix(training_features, labels), outcome.best, settings.search.seed,
-                       settings.search.jobs, settings.train.device)
-    # what publish writes back for training rows: scores from models that did not see them
-    oof = search.out_of_fold(folds, outcome.best, settings.search.seed, settings.search.jobs, settings.train.device)
+    model = search.fit(search.matrix(training_features, labels), outcome.best, settings.search.seed, settings.train.device)
+    # what publish writes back for training rows: the best cell's fold models, none of which saw its row
+    oof = outcome.best_probabilities
 
     result = summary(outcome, settings.search)
     # the same objective on every training row's out-of-fold probability, and AP beside it
@@ -100,8 +107,9 @@ def main() -> None:
     write_parquet(cv_results(outcome), paths.CV_RESULTS)
     write_parquet(prepared.select("imdb_id", "media_title", "label").with_columns(probability=oof), paths.OUT_OF_FOLD)
     write_json(result, paths.TRAIN_METRICS)
-    log.info("best %s %.4f with %s; %d cells, %d fits in %.1f s",
-             result["scoring"], outcome.best_score, outcome.best, result["candidates"], outcome.fits, seconds)
+    log.info("best %s %.4f with %s; %d cells, %d boosting rounds in %.1f s",
+             result["scoring"], outcome.best_score, outcome.best, result["candidates"], outcome.rounds, seconds)
+    mlflow_ready()
     _log_run(settings, result, seconds, model, training_features)
 
 

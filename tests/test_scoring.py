@@ -11,11 +11,10 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import polars as pl
 import pytest
 
-from stages import paths, scoring, search
+from stages import params, paths, scoring, search
 from stages.errors import PipelineError
 
 
@@ -72,17 +71,21 @@ def test_labeled_rows_get_a_confusion_cell_at_the_threshold() -> None:
 def test_out_of_fold_rows_are_scored_by_models_that_did_not_see_them() -> None:
     """A planted row a deep model memorises: in-sample it scores high, out of fold it cannot."""
     rng = np.random.default_rng(0)
-    features_ = pd.DataFrame({"x": rng.normal(size=400), "y": rng.normal(size=400)})
+    x, y = rng.normal(size=400), rng.normal(size=400)
     labels = np.zeros(400, dtype=int)
     labels[:40] = 1
-    features_.loc[:39, "x"] += 3  # positives live at high x
-    features_.loc[399, ["x", "y"]] = [-4.0, 9.0]  # one positive, alone where every row is negative
+    x[:40] += 3  # positives live at high x
+    x[399], y[399] = -4.0, 9.0  # one positive, alone where every row is negative
     labels[399] = 1
+    features_ = pl.DataFrame({"x": x, "y": y})
     config = {"scale_pos_weight": 1.0, "max_depth": 6, "n_estimators": 200, "min_child_weight": 0.0,
               "learning_rate": 0.3, "gamma": 0.0, "reg_alpha": 0.0, "subsample": 1.0, "max_delta_step": 0.0,
               "colsample_bytree": 1.0, "colsample_bylevel": 1.0}
-    in_sample = search.fit(search.matrix(features_, labels), config, 0, 2, "cpu").predict(search.matrix(features_))
-    oof = search.out_of_fold(search.make_folds(features_, labels, 5, 0), config, 0, 2, "cpu")
+    in_sample = search.fit(search.matrix(features_, labels), config, 0, "cpu").predict(search.matrix(features_))
+    settings = params.SearchParams(strategy="grid", cv_folds=5, scoring="f2", threshold=0.35, precision_floor=0.5,
+                                   budget=1, reduction=3, prune=False, seed=0, jobs=2)
+    grid = {key: [value] for key, value in config.items()}
+    oof = search.search(search.make_folds(features_, labels, 5, 0), grid, settings, "cpu").best_probabilities
     assert in_sample[399] > 0.9  # memorised
     assert oof[399] < 0.1  # scored by a model that never saw it
     assert not np.isnan(oof).any()

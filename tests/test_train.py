@@ -11,7 +11,18 @@ import xgboost as xgb
 from sklearn.metrics import fbeta_score
 from sklearn.model_selection import StratifiedKFold
 
-from stages import analyze, evaluate, extract, features, params, paths, prep, sample, search, train
+from stages import (
+    analyze,
+    evaluate,
+    extract,
+    features,
+    params,
+    paths,
+    prep,
+    sample,
+    search,
+    train,
+)
 from stages.errors import PipelineError
 from tests.test_prep import SETTINGS
 
@@ -31,8 +42,8 @@ TINY_GRID = {
 
 
 def search_settings(**changes: object) -> params.SearchParams:
-    base = dict(strategy="grid", cv_folds=3, scoring="f2", threshold=0.35, precision_floor=0.5,
-                budget=100, prune=False, seed=7, jobs=2)
+    base = {"strategy": "grid", "cv_folds": 3, "scoring": "f2", "threshold": 0.35, "precision_floor": 0.5,
+            "budget": 100, "reduction": 3, "prune": False, "seed": 7, "jobs": 2}
     return params.SearchParams(**{**base, **changes})
 
 
@@ -40,11 +51,13 @@ def search_settings(**changes: object) -> params.SearchParams:
 def data():
     rows = prep.select_rows(sample.generate(1500, 3), SETTINGS.prep)
     spec = features.fit(rows, SETTINGS.prep)
-    return features.build(rows, spec).to_pandas(), rows.get_column("label").to_numpy()
+    return features.build(rows, spec), rows.get_column("label").to_numpy()
 
 
 def brute_force(features_, labels, grid, settings) -> dict[tuple, float]:
-    """Every cell scored the slow, obvious way: sklearn's XGBClassifier per fold and cell."""
+    """Every cell scored the slow, obvious way: sklearn's XGBClassifier per fold and cell,
+    each fit in one go (the search grows its boosters in steps, side by side)."""
+    features_ = features_.to_pandas()
     keys = list(grid)
     cells = [dict(zip(keys, values)) for values in np.array(np.meshgrid(*grid.values()), dtype=object).T.reshape(-1, len(keys))]
     splitter = StratifiedKFold(settings.cv_folds, shuffle=True, random_state=settings.seed)
@@ -53,7 +66,7 @@ def brute_force(features_, labels, grid, settings) -> dict[tuple, float]:
         per_fold = []
         for fit_rows, held in splitter.split(features_, labels):
             model = xgb.XGBClassifier(**cell, tree_method="hist", enable_categorical=True,
-                                      random_state=settings.seed, n_jobs=settings.jobs)
+                                      random_state=settings.seed, n_jobs=1, seed_per_iteration=True)
             model.fit(features_.iloc[fit_rows], labels[fit_rows])
             predicted = model.predict_proba(features_.iloc[held])[:, 1] >= settings.threshold
             per_fold.append(fbeta_score(labels[held], predicted, beta=2, zero_division=0))
@@ -73,7 +86,43 @@ def test_grid_search_finds_the_brute_force_best_cell(data) -> None:
     best = max(expected.values())
     assert outcome.best_score == pytest.approx(best)
     assert expected[tuple(outcome.best[k] for k in TINY_GRID)] == pytest.approx(best)
-    assert outcome.fits == 8 * 3  # one fit per configuration and fold: n_estimators comes free
+    assert outcome.fits == 8 * 3  # one booster per configuration and fold: n_estimators comes free
+    assert outcome.rounds == 8 * 3 * 60
+
+
+def test_halving_grows_only_the_best_third_and_scores_them_as_one_fit_would(data) -> None:
+    features_, labels = data
+    settings = search_settings(strategy="halving", budget=8, reduction=3)
+    outcome = search.search(search.make_folds(features_, labels, 3, settings.seed), TINY_GRID, settings, "cpu")
+
+    expected = brute_force(features_, labels, TINY_GRID, settings)
+    first = sorted((row for row in outcome.rows if row["n_estimators"] == 20), key=lambda row: -row["cv_mean"])
+    grown = [row for row in outcome.rows if row["n_estimators"] == 60]
+    assert len(first) == 8 and len(grown) == 3  # ceil(8 / 3) grow on to 60 trees
+    assert {row["trial"] for row in grown} == {row["trial"] for row in first[:3]}
+    for row in outcome.rows:  # a booster grown 20 rounds, then 40 more beside others, is the 60-round fit
+        assert row["cv_mean"] == pytest.approx(expected[tuple(row[k] for k in TINY_GRID)], abs=1e-9)
+    assert outcome.rounds == 8 * 3 * 20 + 3 * 3 * 40
+    assert outcome.best_score == max(row["cv_mean"] for row in outcome.rows)
+
+
+def test_parallel_growth_changes_nothing(data) -> None:
+    features_, labels = data
+    folds = search.make_folds(features_, labels, 3, 7)
+    alone = search.search(folds, TINY_GRID, search_settings(strategy="halving", budget=8, jobs=1), "cpu")
+    side_by_side = search.search(folds, TINY_GRID, search_settings(strategy="halving", budget=8, jobs=2), "cpu")
+    assert alone.rows == side_by_side.rows
+    assert np.array_equal(alone.best_probabilities, side_by_side.best_probabilities)
+
+
+def test_latin_hypercube_draws_every_value_about_equally_and_never_twice() -> None:
+    space = {"a": [1, 2, 3], "b": [0.1, 0.2], "c": [5, 6, 7, 8]}
+    configs = search.latin_hypercube(space, 12, seed=0)
+    assert len({tuple(c.values()) for c in configs}) == 12
+    for key, values in space.items():
+        counts = [sum(c[key] == v for c in configs) for v in values]
+        assert max(counts) - min(counts) <= 1, key
+    assert len(search.latin_hypercube(space, 100, seed=0)) == 24  # a small grid: every cell
 
 
 def test_tpe_is_deterministic_and_records_every_cell_it_scores(data) -> None:
@@ -120,9 +169,9 @@ def test_train_and_evaluate_on_the_sample(small_pipeline, tmp_path) -> None:
     train.main()
     model_bytes, summary_bytes = sha256(paths.MODEL), sha256(paths.TRAIN_METRICS)
     summary = json.loads(paths.TRAIN_METRICS.read_text())
-    assert summary["scoring"] == "f2@0.35" and summary["strategy"] == "tpe" and summary["cv_folds"] == 3
+    assert summary["scoring"] == "f2@0.35" and summary["strategy"] == "halving" and summary["cv_folds"] == 3
     assert set(summary["best_params"]) == set(params.GRID_KEYS)
-    assert summary["candidates"] == 3 * summary["configurations"]
+    assert summary["configurations"] == 6 and summary["candidates"] == 6 + 2 + 1  # halving: 6, then 2, then 1
     assert 0.5 < summary["best_cv_score"] <= 1.0
     assert "seconds" not in json.dumps(summary)
     booster = xgb.Booster(model_file=paths.MODEL)

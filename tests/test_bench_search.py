@@ -1,0 +1,29 @@
+"""bench/search.py runs end to end and prints both searches' figures (a short reference)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_the_search_benchmark_compares_the_project_with_the_reference() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/search.py", "--sample", "--trials", "3", "--repeat"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout
+    assert "split.seed 42, the synthetic sample" in output
+    figures = {name: re.search(rf"{name}\s+([\d.]+) s\s+CV ([\d.]+)\s+hold-out F2 ([\d.]+) AP ([\d.]+)", output)
+               for name in ("project", "reference")}
+    for name, found in figures.items():
+        assert found, f"no {name} line in:\n{output}"
+        seconds, cv, f2, ap = map(float, found.groups())
+        assert seconds > 0 and 0 < cv <= 1 and 0 < f2 <= 1 and 0 < ap <= 1
+    assert re.search(r"ratio\s+[\d.]+", output)
+    assert "best params and model bytes identical" in output
