@@ -52,8 +52,9 @@ def measured(command: list[str], cwd: Path) -> tuple[float, float, str]:
 
 def _measure(command: list[str]) -> None:
     started = time.perf_counter()
-    result = subprocess.run(command, stdout=sys.stderr, check=False)
+    result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     seconds = time.perf_counter() - started
+    print(result.stdout.rstrip())
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "peak_rss_mib": peak}))
     sys.exit(result.returncode)
@@ -106,7 +107,7 @@ def project(workspace: Path) -> dict:
 
 def reference(workspace: Path, trials: int) -> dict:
     seconds, peak, output = measured([sys.executable, __file__, "_reference", str(trials)], workspace)
-    figures = json.loads(output.strip().splitlines()[-1])
+    figures = json.loads(output.strip().splitlines()[-2])  # the reference's line, before the measurement's
     return {**figures, "peak_rss_mib": peak, "wall_seconds": seconds}
 
 

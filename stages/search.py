@@ -179,7 +179,7 @@ class Search:
         self.space = {k: v for k, v in grid.items() if k != N_ESTIMATORS}
         self.rows = sum(len(fold.held) for fold in folds)
         self.outcome = Outcome()
-        self.best: Candidate | None = None
+        self.best_seen = float("-inf")  # for the progress bar
 
     def candidate(self, trial: int, config: dict) -> Candidate:
         self.outcome.configurations += 1
@@ -241,7 +241,7 @@ class Search:
             for stopped in ranked[keep:]:
                 self.record(stopped, "complete")
             alive = sorted(ranked[:keep], key=lambda c: c.trial)
-            self._best_so_far(progress, ranked[0].mean(trees))
+            self.show_best(progress, ranked[0].mean(trees))
         for candidate in alive:
             self.record(candidate, "complete")
 
@@ -268,7 +268,7 @@ class Search:
                     raise optuna.TrialPruned()
             self.record(candidate, "complete")
             seen[key] = max(candidate.mean(n) for n in self.trees)
-            self._best_so_far(progress, self.outcome.best_score)
+            self.show_best(progress, self.outcome.best_score)
             return seen[key]
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -276,9 +276,9 @@ class Search:
         sampler = optuna.samplers.TPESampler(seed=settings.seed)
         optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner).optimize(score, n_trials=trials)
 
-    @staticmethod
-    def _best_so_far(progress: tqdm, score: float) -> None:
-        progress.set_postfix_str(f"best {score:.4f}", refresh=False)
+    def show_best(self, progress: tqdm, score: float) -> None:
+        self.best_seen = max(self.best_seen, score)
+        progress.set_postfix_str(f"best {self.best_seen:.4f}", refresh=False)
 
 
 def search(folds: list[Fold], grid: dict[str, list], settings: SearchParams, device: str) -> Outcome:
@@ -294,9 +294,9 @@ def search(folds: list[Fold], grid: dict[str, list], settings: SearchParams, dev
         tried, total = len(configs), sum(math.ceil(len(configs) / reduction**step) for step in range(steps))
     log.info("searching %d of %d configurations x %d n_estimators values (%s, %d folds, %d boosters at a time)",
              tried, cells, steps, settings.strategy, len(folds), settings.jobs)
-    # a progress bar (configurations grown, best so far) on a terminal; nothing in CI logs
+    # a progress bar (configurations grown to their next n_estimators, best so far) on a terminal; nothing in CI logs
     with ThreadPoolExecutor(max_workers=settings.jobs) as pool, \
-            tqdm(total=total, desc="search", unit=" configs", disable=not sys.stderr.isatty()) as progress:
+            tqdm(total=total, desc="search", unit=" grown", disable=not sys.stderr.isatty()) as progress:
         if settings.strategy == "tpe":
             state.tpe(pool, total, progress)
         else:
