@@ -12,11 +12,12 @@ import logging
 import os
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import mlflow
 import yaml
+from mlflow.exceptions import MlflowException
 
 log = logging.getLogger("reel_driver.tracking")
 
@@ -57,13 +58,17 @@ def tags() -> dict[str, str]:
     }
 
 
+# What a failing store raises: MLflow wraps its database errors; artifacts hit the file system.
+STORE_ERRORS = (MlflowException, OSError)
+
+
+def _reason(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 @contextmanager
-def run(stage: str) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run in the main repository's store, named after the stage and DVC experiment."""
-    # MLflow draws artifact progress bars even into CI logs
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    root = repository_root()
-    uri = os.environ.get(TRACKING_URI) or f"sqlite:///{root / 'mlflow.db'}"
+def _started(stage: str, root: Path, uri: str) -> Iterator[mlflow.ActiveRun]:
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         # an absolute artifact location: a relative one would follow the working copy
@@ -72,5 +77,37 @@ def run(stage: str) -> Iterator[mlflow.ActiveRun]:
     run_tags = {**tags(), "stage": stage}
     name = f"{stage}:{run_tags['dvc_exp_name']}" if run_tags["dvc_exp_name"] else stage
     with mlflow.start_run(run_name=name, tags=run_tags) as active:
-        log.info("MLflow run %s (%s) in %s", active.info.run_id, name, uri.split("@")[-1])
+        log.info("MLflow run %s (%s) in %s", active.info.run_id, name, _where(uri))
         yield active
+
+
+def _where(uri: str) -> str:
+    """The store without credentials (a server URI may carry user:password@)."""
+    scheme, _, rest = uri.rpartition("://")
+    return f"{scheme}://{rest.split('@')[-1]}" if scheme else uri
+
+
+@contextmanager
+def run(stage: str) -> Iterator[mlflow.ActiveRun | None]:
+    """An MLflow run in the main repository's store, named after the stage and DVC experiment.
+
+    A store that cannot be written (missing, read-only, locked, unreachable) is
+    one warning, not a failure: the stage's outputs are already written, and a
+    long search is not thrown away for want of its record. The body is then run
+    without a run (its MLflow calls fail again and are swallowed here).
+    """
+    # MLflow draws artifact progress bars even into CI logs
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    root = repository_root()
+    uri = os.environ.get(TRACKING_URI) or f"sqlite:///{root / 'mlflow.db'}"
+    started = False
+    try:
+        with _started(stage, root, uri) as active:
+            started = True
+            yield active
+    except STORE_ERRORS as error:
+        log.warning("MLflow store %s failed (%s): this %s run is not recorded; the stage's outputs are written",
+                    _where(uri), _reason(error), stage)
+        if not started:
+            with suppress(*STORE_ERRORS):
+                yield None
