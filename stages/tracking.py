@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 import yaml
 from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger("reel_driver.tracking")
 
@@ -58,8 +59,9 @@ def tags() -> dict[str, str]:
     }
 
 
-# What a failing store raises: MLflow wraps its database errors; artifacts hit the file system.
-STORE_ERRORS = (MlflowException, OSError)
+# What a failing store raises: MLflow wraps most database errors (not those of
+# opening a SQL store: SQLAlchemy's come through); artifacts hit the file system.
+STORE_ERRORS = (MlflowException, SQLAlchemyError, OSError)
 
 
 def _reason(error: Exception) -> str:
