@@ -64,11 +64,16 @@ def render_offline(plots: dict) -> str:
 
 def write_pngs(plots: dict, directory: Path) -> list[tuple[str, Path]]:
     """Each plot as a PNG image in ``directory``: (plot id, file), in DVC's order."""
-    written = []
+    written: list[tuple[str, Path]] = []
     for plot_id, spec in _vega_specs(plots):
-        name = re.sub(r"[^a-z0-9]+", "_", Path(plot_id).stem.lower()).strip("_")
-        write_bytes(vl_convert.vegalite_to_png(spec), directory / f"{name}.png")
-        written.append((plot_id, directory / f"{name}.png"))
+        # a plot file by its name (roc.json -> roc), a titled plot by its title
+        stem = Path(plot_id).stem if plot_id.endswith(".json") else plot_id
+        base = re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_") or "plot"
+        image, n = directory / f"{base}.png", 1
+        while any(image == taken for _, taken in written):  # two plots of one name: roc.png, roc_1.png
+            image, n = directory / f"{base}_{n}.png", n + 1
+        write_bytes(vl_convert.vegalite_to_png(spec), image)
+        written.append((plot_id, image))
     return written
 
 

@@ -117,7 +117,8 @@ def replace_rows(
         with conn.transaction(), conn.cursor() as cur:
             # two publishers at once: the second waits for the first to commit, then
             # replaces its rows whole (without the lock its DELETE would miss the
-            # first one's uncommitted rows and the table would end up a mix of both)
+            # first one's uncommitted rows and the table would end up a mix of both);
+            # readers are not blocked, they see the old rows until the commit
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [table.as_string(conn)])
             cur.execute(create)
             # DELETE, not TRUNCATE: TRUNCATE would block readers until the commit

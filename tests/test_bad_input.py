@@ -334,3 +334,54 @@ def test_a_locked_mlflow_store_warns_and_keeps_the_outputs(stage_dir: Path, tmp_
     warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
     assert len(warnings) == 1 and "database is locked" in warnings[0] and "this evaluate run is not recorded" in warnings[0]
     assert (stage_dir / paths.EVALUATE_METRICS).exists()
+
+
+# ---- through DVC: a typo key from `dvc exp run -S`, and no password anywhere ----------
+
+@pytest.mark.slow
+def test_dvc_refuses_a_typo_key_and_leaks_no_password(repo_copy: Path, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+    }
+
+    def run_in_repo(*args: str, extra: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(args, cwd=repo_copy, env={**env, **(extra or {})}, capture_output=True, text=True)
+
+    def dvc(*args: str, extra: dict | None = None) -> subprocess.CompletedProcess:
+        return run_in_repo(sys.executable, "-m", "dvc", *args, extra=extra)
+
+    settings = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    settings["extract"]["sample_rows"] = 1200
+    settings["search"].update(budget=4, cv_folds=3)
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    assert dvc("repro").returncode == 0
+    run_in_repo("git", "add", "-A")
+    assert run_in_repo("git", "commit", "-qm", "baseline").returncode == 0
+    before = snapshot(repo_copy)
+
+    # DVC adds the misspelt key to params.yaml; the first stage refuses it
+    typo = dvc("exp", "run", "-S", "scale_pos_wieght=9")
+    assert typo.returncode != 0
+    assert "Traceback" not in typo.stdout + typo.stderr
+    assert ("error: params.yaml: unknown key scale_pos_wieght; did you mean scale_pos_weight? allowed keys here:"
+            in typo.stdout + typo.stderr)
+
+    # an unreachable server with a password in the DSN
+    password = "s3cret-Horse-9d1e"
+    dsn = f"host={tmp_path}/nowhere dbname=media user=reader password={password} connect_timeout=2"
+    unreachable = dvc("exp", "run", "-S", "extract.source=postgres", extra={"REEL_DRIVER_PG_DSN": dsn})
+    assert unreachable.returncode != 0
+    assert f"error: cannot connect to PostgreSQL at {tmp_path}/nowhere, database media:" in unreachable.stderr
+    assert password not in typo.stdout + typo.stderr + unreachable.stdout + unreachable.stderr
+
+    # DVC removed the failed stage's outputs before running it; its cache has them
+    run_in_repo("git", "checkout", "params.yaml")
+    assert dvc("checkout", "--force").returncode == 0
+    assert snapshot(repo_copy) == before
+
+    # the secret scan: every file in the repository, dvc.lock, .dvc/tmp, the MLflow store included
+    assert (repo_copy / "mlflow.db").exists()
+    leaks = [str(f) for f in repo_copy.rglob("*") if f.is_file() and password.encode() in f.read_bytes()]
+    assert leaks == []
