@@ -8,6 +8,7 @@ before the failure byte for byte as it was. Publish and the DVC-level cases
 
 import hashlib
 import os
+import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -21,6 +22,7 @@ import yaml
 
 from stages import paths
 from tests.conftest import insert_rows
+from tests.test_extract import execute
 
 OUTPUT_DIRS = ("data", "models", "metrics", "reports")
 
@@ -219,15 +221,9 @@ def from_postgres(stage_dir: Path, atp_db: str) -> Path:
     return stage_dir
 
 
-def _execute(dsn: str, *statements: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement)
-
-
 def test_unknown_label_in_a_text_label_column(from_postgres: Path, atp_db: str) -> None:
     raw = _raw(from_postgres).head(20)
-    _execute(atp_db, "ALTER TABLE atp.training ALTER COLUMN label TYPE text")
+    execute(atp_db, "ALTER TABLE atp.training ALTER COLUMN label TYPE text")
     insert_rows(atp_db, raw.with_columns(label=pl.when(pl.int_range(pl.len()) == 7).then(pl.lit("maybe"))
                                          .otherwise(pl.col("label").cast(pl.String))))
     before = snapshot(from_postgres)
@@ -248,7 +244,7 @@ def test_unknown_label_in_a_text_label_column(from_postgres: Path, atp_db: str) 
     ids=["missing required column", "missing table"],
 )
 def test_database_shape_errors(from_postgres: Path, atp_db: str, statement: str, table: str, line: str) -> None:
-    _execute(atp_db, statement)
+    execute(atp_db, statement)
     set_params(from_postgres, extract__table=table)
     before = snapshot(from_postgres)
     assert refused(run(from_postgres, "extract")).startswith(line)
@@ -256,7 +252,7 @@ def test_database_shape_errors(from_postgres: Path, atp_db: str, statement: str,
 
 
 def test_a_table_without_the_optional_flag_columns_extracts(from_postgres: Path, atp_db: str) -> None:
-    _execute(atp_db, "ALTER TABLE atp.training DROP COLUMN human_labeled, DROP COLUMN anomalous")
+    execute(atp_db, "ALTER TABLE atp.training DROP COLUMN human_labeled, DROP COLUMN anomalous")
     insert_rows(atp_db, _raw(from_postgres).head(30).drop("human_labeled", "anomalous"))
     result = run(from_postgres, "extract")
     assert result.returncode == 0, result.stderr
@@ -361,15 +357,18 @@ def test_dvc_refuses_a_typo_key_and_leaks_no_password(repo_copy: Path, tmp_path:
     assert run_in_repo("git", "commit", "-qm", "baseline").returncode == 0
     before = snapshot(repo_copy)
 
-    # DVC adds the misspelt key to params.yaml; the first stage refuses it
-    typo = dvc("exp", "run", "-S", "scale_pos_wieght=9")
+    # DVC (Hydra) refuses an unknown key on its own; with "+" it adds it, and the first stage refuses it
+    plain = dvc("exp", "run", "-S", "scale_pos_wieght=9")
+    assert plain.returncode != 0 and "Could not override 'scale_pos_wieght'" in plain.stderr
+    typo = dvc("exp", "run", "-S", "+scale_pos_wieght=9")
     assert typo.returncode != 0
     assert "Traceback" not in typo.stdout + typo.stderr
     assert ("error: params.yaml: unknown key scale_pos_wieght; did you mean scale_pos_weight? allowed keys here:"
             in typo.stdout + typo.stderr)
 
+    run_in_repo("git", "checkout", "params.yaml")
     # an unreachable server with a password in the DSN
-    password = "s3cret-Horse-9d1e"
+    password = f"s3cret-{secrets.token_hex(8)}"  # made here, so that no file holds it beforehand
     dsn = f"host={tmp_path}/nowhere dbname=media user=reader password={password} connect_timeout=2"
     unreachable = dvc("exp", "run", "-S", "extract.source=postgres", extra={"REEL_DRIVER_PG_DSN": dsn})
     assert unreachable.returncode != 0
