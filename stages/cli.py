@@ -1,16 +1,17 @@
 """`reel-driver`: commands around the pipeline (the pipeline itself is `dvc repro`)."""
 
 import argparse
+import hashlib
 import html
 import json
+import logging
+import os
+import re
 import subprocess
 import sys
-from pathlib import Path
-
-import hashlib
-import logging
 from collections.abc import Iterator
 from contextlib import closing
+from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -19,11 +20,12 @@ from psycopg import sql
 
 from stages import database, params, paths, schema, scoring
 from stages.errors import PipelineError, run_stage
-from stages.outputs import write_parquet_batches, write_text
+from stages.outputs import write_bytes, write_parquet_batches, write_text
 
 log = logging.getLogger("reel_driver.cli")
 
 OFFLINE_PLOTS = Path("dvc_plots/offline.html")
+REVIEW_PLOTS = Path("dvc_plots/review")
 
 
 def _dvc(*command: str) -> str:
@@ -38,26 +40,81 @@ def _dvc_plots(revisions: list[str]) -> dict:
     return json.loads(_dvc(*command, "--json")).get("data", {})
 
 
-def review_report(baseline: str) -> str:
-    """The code-review comment: metrics and params of the workspace against ``baseline``."""
-    metrics = _dvc("metrics", "diff", baseline, "--md").strip() or "No metric changed."
-    params = _dvc("params", "diff", baseline, "--md").strip() or "No param changed."
-    return f"## Metrics against {baseline}\n\n{metrics}\n\n## Params against {baseline}\n\n{params}\n"
+def _vega_specs(plots: dict) -> Iterator[tuple[str, dict]]:
+    """(plot id, Vega-Lite spec) for every plot DVC rendered as Vega."""
+    for plot_id, renders in plots.items():
+        for render in renders:
+            if render.get("type") == "vega":
+                yield plot_id, render["content"]
 
 
 def render_offline(plots: dict) -> str:
     """One self-contained HTML page: DVC's own Vega-Lite specs rendered to inline SVG."""
-    figures = []
-    for plot_id, renders in plots.items():
-        for render in renders:
-            if render.get("type") == "vega":
-                svg = vl_convert.vegalite_to_svg(render["content"])
-                figures.append(f"<section><h2>{html.escape(plot_id)}</h2>\n{svg}\n</section>")
+    figures = [
+        f"<section><h2>{html.escape(plot_id)}</h2>\n{vl_convert.vegalite_to_svg(spec)}\n</section>"
+        for plot_id, spec in _vega_specs(plots)
+    ]
     body = "\n".join(figures) or "<p>No plots: run <code>dvc repro</code> first.</p>"
     return (
         "<!doctype html>\n<html><head><meta charset='utf-8'><title>reel-driver plots</title>"
         "<style>body{font-family:sans-serif;margin:2em}section{margin-bottom:3em}</style></head>\n"
         f"<body><h1>reel-driver plots</h1>\n{body}\n</body></html>\n"
+    )
+
+
+def write_pngs(plots: dict, directory: Path) -> list[tuple[str, Path]]:
+    """Each plot as a PNG image in ``directory``: (plot id, file), in DVC's order."""
+    written: list[tuple[str, Path]] = []
+    for plot_id, spec in _vega_specs(plots):
+        # a plot file by its name (roc.json -> roc), a titled plot by its title
+        stem = Path(plot_id).stem if plot_id.endswith(".json") else plot_id
+        base = re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_") or "plot"
+        image, n = directory / f"{base}.png", 1
+        while any(image == taken for _, taken in written):  # two plots of one name: roc.png, roc_1.png
+            image, n = directory / f"{base}_{n}.png", n + 1
+        write_bytes(vl_convert.vegalite_to_png(spec), image)
+        written.append((plot_id, image))
+    return written
+
+
+def recall_gate(metrics_diff: dict, settings: params.ReviewParams, baseline: str) -> tuple[str, str | None]:
+    """The gate on hold-out recall: (a line for the report, the failure or None).
+
+    ``metrics_diff`` is `dvc metrics diff BASELINE --all --json`.
+    """
+    recall = metrics_diff.get(str(paths.EVALUATE_METRICS), {}).get("recall", {})
+    new, old = recall.get("new"), recall.get("old")
+    if new is None:
+        return "no hold-out recall in the workspace", f"review: no recall in {paths.EVALUATE_METRICS}: run dvc repro first"
+    line = f"hold-out recall {new:.4f}" + (f" ({baseline}: {old:.4f})" if old is not None else f" ({baseline} has none)")
+    limits = f"review.recall_floor {settings.recall_floor:g}, review.recall_drop_tolerance {settings.recall_drop_tolerance:g}"
+    if new < settings.recall_floor:
+        failure = f"review: hold-out recall {new:.4f} is below review.recall_floor {settings.recall_floor:g}"
+    elif old is not None and old - new > settings.recall_drop_tolerance:
+        failure = (f"review: hold-out recall fell {old - new:.4f} below {baseline}'s {old:.4f} "
+                   f"(review.recall_drop_tolerance {settings.recall_drop_tolerance:g})")
+    else:
+        failure = None
+    return f"{line}; {limits}: **{'fail' if failure else 'pass'}**", failure
+
+
+def _table(markdown: str) -> str:
+    """A Markdown table, or "" when it has a header and no rows (DVC prints one when nothing changed)."""
+    lines = markdown.strip().splitlines()
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def review_report(baseline: str, images: list[tuple[str, Path]], image_base: Path, gate: str) -> str:
+    """The code-review comment: metrics and params of the workspace against ``baseline``,
+    the plots (images relative to ``image_base``, where the report is read) and the gate."""
+    metrics = _table(_dvc("metrics", "diff", baseline, "--md")) or "No metric changed."
+    params_ = _table(_dvc("params", "diff", baseline, "--md")) or "No param changed."
+    figures = "\n\n".join(
+        f"![{plot_id}]({Path(os.path.relpath(image, image_base)).as_posix()})" for plot_id, image in images
+    ) or "No plots."
+    return (
+        f"## Recall gate\n\n{gate}\n\n## Metrics against {baseline}\n\n{metrics}\n\n"
+        f"## Params against {baseline}\n\n{params_}\n\n## Plots: workspace and {baseline}\n\n{figures}\n"
     )
 
 
@@ -67,11 +124,18 @@ def plots(arguments: argparse.Namespace) -> None:
 
 
 def review(arguments: argparse.Namespace) -> None:
-    report = review_report(arguments.baseline)
+    settings = params.load().review
+    images = write_pngs(_dvc_plots([arguments.baseline]), arguments.plots_dir)
+    diff = json.loads(_dvc("metrics", "diff", arguments.baseline, "--all", "--json") or "{}")
+    gate, failure = recall_gate(diff, settings, arguments.baseline)
+    image_base = arguments.out.parent if arguments.out else Path(".")
+    report = review_report(arguments.baseline, images, image_base, gate)
     if arguments.out:
         write_text(report, arguments.out)
     else:
         print(report, end="")
+    if failure:  # after the report: the reader sees why
+        raise PipelineError(failure)
 
 
 def publish(arguments: argparse.Namespace) -> None:
@@ -147,12 +211,16 @@ def parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser(
         "review",
-        help="the code-review report: dvc metrics diff and dvc params diff, as Markdown",
-        description="Print (or write) the report CI posts on a pull request: `dvc metrics diff BASELINE --md` "
-        "and `dvc params diff BASELINE --md` for the workspace. Run `dvc repro` first.",
+        help="the code-review report: recall gate, metrics and params diff, plots as PNG",
+        description="Print (or write) the report CI posts on a pull request: the gate on hold-out recall "
+        "(review.recall_floor, review.recall_drop_tolerance in params.yaml), `dvc metrics diff BASELINE --md`, "
+        "`dvc params diff BASELINE --md` and the DVC plots of both as PNG images. Exits 1 after the report "
+        "when the gate fails. Run `dvc repro` first.",
     )
     compare.add_argument("baseline", nargs="?", default="main", help="revision to compare with (default main)")
     compare.add_argument("-o", "--out", type=Path, help="write the Markdown here instead of printing it")
+    compare.add_argument("--plots-dir", type=Path, default=REVIEW_PLOTS,
+                         help=f"where the PNG images go (default {REVIEW_PLOTS})")
     compare.set_defaults(handler=review)
 
     writer = commands.add_parser(

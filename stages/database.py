@@ -105,14 +105,21 @@ def replace_rows(
 ) -> int:
     """Replace the whole content of ``table`` with ``batches``, in one transaction.
 
-    The table is created (``create``) when missing. Readers see the old rows until
-    the commit; any failure (a bad row, a lost connection, an exception in the
-    caller's batches) rolls back and leaves the old rows as they were.
+    The table is created (``create``) when missing. Concurrent calls for one table
+    run one after the other (an advisory lock), so the last to commit wins whole.
+    Readers see the old rows until the commit; any failure (a bad row, a lost
+    connection, an exception in the caller's batches) rolls back and leaves the
+    old rows as they were.
     Rows go in by COPY, in CSV, one batch at a time.
     """
     rows = 0
     try:
         with conn.transaction(), conn.cursor() as cur:
+            # two publishers at once: the second waits for the first to commit, then
+            # replaces its rows whole (without the lock its DELETE would miss the
+            # first one's uncommitted rows and the table would end up a mix of both);
+            # readers are not blocked, they see the old rows until the commit
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [table.as_string(conn)])
             cur.execute(create)
             # DELETE, not TRUNCATE: TRUNCATE would block readers until the commit
             cur.execute(sql.SQL("DELETE FROM {}").format(table))

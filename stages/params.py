@@ -5,11 +5,14 @@ value stops the stage with one line naming the key, the value and what is
 allowed, before any output is touched.
 """
 
+import difflib
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 
 from stages import paths
 from stages.errors import PipelineError
@@ -102,6 +105,15 @@ class SearchParams(_Section):
     jobs: Annotated[int, Field(ge=1)]
 
 
+    def check_folds(self, minority: int) -> None:
+        """Stratified CV puts rows of each class in every fold: cv_folds cannot exceed the smaller class."""
+        if self.cv_folds > minority:
+            allowed = f"allowed: 2 to {minority}" if minority >= 2 else "no value works: relabel or extract more rows"
+            raise PipelineError(
+                f"search.cv_folds = {self.cv_folds}: the training rows hold only {minority} of the smaller class; {allowed}"
+            )
+
+
 class TrainParams(_Section):
     device: Literal["cpu", "cuda"]
 
@@ -114,6 +126,13 @@ class EvaluateParams(_Section):
 class PublishParams(_Section):
     table: TableName
     batch_rows: Annotated[int, Field(ge=1)]
+
+
+class ReviewParams(_Section):
+    """`reel-driver review` (not a pipeline stage): the gate on hold-out recall against the baseline."""
+
+    recall_drop_tolerance: Annotated[float, Field(ge=0, le=1)]
+    recall_floor: Annotated[float, Field(ge=0, le=1)]
 
 
 def _as_list(value: Any) -> Any:
@@ -147,6 +166,7 @@ class Params(_Section):
     train: TrainParams
     evaluate: EvaluateParams
     publish: PublishParams
+    review: ReviewParams
 
     @property
     def grid(self) -> dict[str, list[float]]:
@@ -160,17 +180,46 @@ GRID_KEYS = (
 )
 
 
-def _describe(error: ValidationError, source: Path) -> str:
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+
+
+def _allowed(field: FieldInfo, grid: bool) -> str:
+    """What a scalar field (or each value of a grid key) may be, from its type and bounds."""
+    kind, constraints = field.annotation, field.metadata
+    if grid:  # list[Annotated[item, Field(...)]]
+        kind, item_field = typing.get_args(typing.get_args(kind)[0])
+        constraints = item_field.metadata
+    if kind not in _KINDS:
+        return ""  # Literal, lists: pydantic's own message lists the values
+    bounds = [f"{sign} {getattr(c, name)}" for c in constraints for name, sign in _BOUNDS if hasattr(c, name)]
+    text = f"{_KINDS[kind]} {' and '.join(bounds)}" if bounds else _KINDS[kind]
+    return f"; allowed: one value or a list of distinct values, each {text}" if grid else f"; allowed: {text}"
+
+
+def _describe(error: ValidationError, raw: dict, source: Path) -> str:
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"])
+    loc = first["loc"]
+    key = ".".join(str(part) for part in loc)
     if first["type"] == "extra_forbidden":
-        section = Params.model_fields.get(str(first["loc"][0]))
-        model = section.annotation if section and len(first["loc"]) > 1 else Params
-        allowed = ", ".join(model.model_fields)  # type: ignore[union-attr]
-        return f"{source}: unknown key {key}; allowed keys here: {allowed}"
+        section = Params.model_fields.get(str(loc[0]))
+        model = section.annotation if section and len(loc) > 1 else Params
+        allowed = list(model.model_fields)  # type: ignore[union-attr]
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return f"{source}: unknown key {key}; {hint}allowed keys here: {', '.join(allowed)}"
     if first["type"] == "missing":
         return f"{source}: missing key {key}"
-    return f"{source}: {key} = {first['input']!r}: {first['msg']}"
+    if loc[0] in GRID_KEYS:
+        field, grid = Params.model_fields[str(loc[0])], True
+        if len(loc) == 2:  # one value: by position in a list, by name alone when pinned as a scalar
+            key = f"{loc[0]}[{loc[1]}]" if isinstance(raw.get(loc[0]), list) else str(loc[0])
+    else:
+        section = Params.model_fields[str(loc[0])].annotation
+        field = section.model_fields.get(str(loc[1])) if len(loc) == 2 else None  # type: ignore[union-attr]
+        grid = False
+    allowed = _allowed(field, grid) if field is not None else ""
+    return f"{source}: {key} = {first['input']!r}: {first['msg']}{allowed}"
 
 
 def parse(raw: Any, source: Path = paths.PARAMS) -> Params:
@@ -180,7 +229,7 @@ def parse(raw: Any, source: Path = paths.PARAMS) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
-        raise PipelineError(_describe(error, source)) from None
+        raise PipelineError(_describe(error, raw, source)) from None
 
 
 def load(path: Path = paths.PARAMS) -> Params:

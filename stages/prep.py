@@ -27,6 +27,29 @@ def select_rows(raw: pl.DataFrame, settings: params.PrepParams) -> pl.DataFrame:
     return rows.with_columns((pl.col(LABEL) == schema.POSITIVE_LABEL).cast(pl.Int8).alias(LABEL))
 
 
+def check_rows(raw: pl.DataFrame, rows: pl.DataFrame, settings: params.PrepParams) -> None:
+    """What the schema cannot see row by row: repeated ids, nothing to learn from, one class only."""
+    if raw.height == 0:
+        raise PipelineError("prep: the raw table has no rows (is the source table empty?)")
+    repeated = raw.group_by("imdb_id").len().filter(pl.col("len") > 1).sort("imdb_id")
+    if repeated.height:
+        first, times = repeated.row(0)
+        raise PipelineError(
+            f"column imdb_id: {first} appears {times} times ({repeated.height} repeated ids); each movie must be one row"
+        )
+    if rows.height == 0:
+        found = ", ".join(sorted(raw.get_column("media_type").cast(pl.String).unique()))
+        raise PipelineError(
+            f"prep: no rows left of {raw.height}: prep.media_types = {settings.media_types}, "
+            f"prep.drop_anomalous = {str(settings.drop_anomalous).lower()}; the raw media types: {found}"
+        )
+    if rows.get_column(LABEL).n_unique() < 2:
+        only = schema.LABELS[0] if rows.item(0, LABEL) else schema.LABELS[1]
+        raise PipelineError(
+            f"column label: all {rows.height} kept rows are {only}; the model needs both would_watch and would_not_watch"
+        )
+
+
 def split(rows: pl.DataFrame, settings: params.SplitParams) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Stratified hold-out, fixed by seed; both parts sorted by imdb_id."""
     labels = rows.get_column(LABEL).to_numpy()
@@ -52,8 +75,12 @@ def main() -> None:
     settings = params.load()
     raw = pl.read_parquet(paths.RAW)
     rows = select_rows(raw, settings.prep)
+    check_rows(raw, rows, settings.prep)
     train, test = split(rows, settings.split)
     spec = features.fit(train, settings.prep)
+    if unknown := [name for name, bounds in spec.normalization.items() if bounds.min is None]:
+        # not an error: XGBoost treats the column as missing everywhere, which it is
+        log.warning("column(s) %s NULL in every training row: their features carry no signal", ", ".join(unknown))
 
     write_parquet(prepared(train, spec), paths.PREPARED_TRAIN)
     write_parquet(train.drop("media_type", "human_labeled", "anomalous", strict=False), paths.PREPARED_TRAIN_RAW)

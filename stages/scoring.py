@@ -75,9 +75,16 @@ def predictions_table(table: sql.Identifier) -> sql.Composed:
             model_sha256 CHAR(64) NOT NULL,
             created_at   TIMESTAMPTZ NOT NULL DEFAULT now()
         );
-        ALTER TABLE {table} ADD COLUMN IF NOT EXISTS scored_by VARCHAR(12),
-                            ADD COLUMN IF NOT EXISTS model_sha256 CHAR(64)
-    """).format(table=table)
+        -- an older table gains the two columns; only then: ALTER TABLE locks out
+        -- readers until the commit, and they should see the old rows meanwhile
+        DO $publish$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {name}::regclass
+                           AND attname = 'model_sha256' AND NOT attisdropped) THEN
+                ALTER TABLE {table} ADD COLUMN IF NOT EXISTS scored_by VARCHAR(12),
+                                    ADD COLUMN IF NOT EXISTS model_sha256 CHAR(64);
+            END IF;
+        END $publish$
+    """).format(table=table, name=sql.Literal(table.as_string()))
 
 
 def labeled(out_of_fold: pl.DataFrame, hold_out: pl.DataFrame, threshold: float) -> pl.DataFrame:

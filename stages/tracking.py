@@ -7,13 +7,15 @@ repository for them, so every run lands in the main store, not in the copy.
 MLFLOW_TRACKING_URI overrides the store.
 """
 
+from __future__ import annotations
+
 import hashlib
 import logging
 import os
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,20 +67,35 @@ def tags() -> dict[str, str]:
     }
 
 
-def _open_store() -> str:
-    """Point MLflow at the store, with the experiment in it; returns the store's URI."""
+def store_errors() -> tuple[type[Exception], ...]:
+    """What a failing store raises: MLflow wraps most database errors (not those of
+    opening a SQL store: SQLAlchemy's come through); artifacts hit the file system."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (MlflowException, SQLAlchemyError, OSError)
+
+
+def _reason(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _store() -> tuple[Path, str]:
+    """The repository root and the store's URI."""
+    root = repository_root()
+    return root, os.environ.get(TRACKING_URI) or f"sqlite:///{root / 'mlflow.db'}"
+
+
+def _open_store(root: Path, uri: str) -> None:
+    """Point MLflow at the store, with the experiment in it."""
     import mlflow
 
-    # MLflow draws artifact progress bars even into CI logs
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    root = repository_root()
-    uri = os.environ.get(TRACKING_URI) or f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         # an absolute artifact location: a relative one would follow the working copy
         mlflow.create_experiment(EXPERIMENT, artifact_location=(root / "mlruns").as_uri())
     mlflow.set_experiment(EXPERIMENT)
-    return uri
 
 
 def requirements() -> list[str]:
@@ -92,7 +109,8 @@ def open_in_background() -> Callable[[], None]:
     environment on a thread while the stage computes. The three took 2 s of CPU in the
     train stage (the first check reads every installed package's metadata; MLflow
     repeats it at each log_model, then from its cache). Call the returned function
-    before logging; it re-raises what went wrong."""
+    before logging; it re-raises what went wrong, except a failing store, which
+    `run` reports as it always does."""
     failures: list[BaseException] = []
 
     def work() -> None:
@@ -103,8 +121,9 @@ def open_in_background() -> Callable[[], None]:
                 warn_dependency_requirement_mismatches,
             )
 
-            _open_store()
             warn_dependency_requirement_mismatches(requirements())
+            with suppress(*store_errors()):
+                _open_store(*_store())
         except BaseException as error:  # noqa: BLE001 (re-raised in the caller's thread)
             failures.append(error)
 
@@ -120,13 +139,43 @@ def open_in_background() -> Callable[[], None]:
 
 
 @contextmanager
-def run(stage: str) -> Iterator["mlflow.ActiveRun"]:
-    """An MLflow run in the main repository's store, named after the stage and DVC experiment."""
+def _started(stage: str, root: Path, uri: str) -> Iterator[mlflow.ActiveRun]:
     import mlflow
 
-    uri = _open_store()
+    _open_store(root, uri)
     run_tags = {**tags(), "stage": stage}
     name = f"{stage}:{run_tags['dvc_exp_name']}" if run_tags["dvc_exp_name"] else stage
     with mlflow.start_run(run_name=name, tags=run_tags) as active:
-        log.info("MLflow run %s (%s) in %s", active.info.run_id, name, uri.split("@")[-1])
+        log.info("MLflow run %s (%s) in %s", active.info.run_id, name, _where(uri))
         yield active
+
+
+def _where(uri: str) -> str:
+    """The store without credentials (a server URI may carry user:password@)."""
+    scheme, _, rest = uri.rpartition("://")
+    return f"{scheme}://{rest.split('@')[-1]}" if scheme else uri
+
+
+@contextmanager
+def run(stage: str) -> Iterator[mlflow.ActiveRun | None]:
+    """An MLflow run in the main repository's store, named after the stage and DVC experiment.
+
+    A store that cannot be written (missing, read-only, locked, unreachable) is
+    one warning, not a failure: the stage's outputs are already written, and a
+    long search is not thrown away for want of its record. The body is then run
+    without a run (its MLflow calls fail again and are swallowed here).
+    """
+    # MLflow draws artifact progress bars even into CI logs
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    root, uri = _store()
+    started = False
+    try:
+        with _started(stage, root, uri) as active:
+            started = True
+            yield active
+    except store_errors() as error:
+        log.warning("MLflow store %s failed (%s): this %s run is not recorded; the stage's outputs are written",
+                    _where(uri), _reason(error), stage)
+        if not started:
+            with suppress(*store_errors()):
+                yield None

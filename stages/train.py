@@ -86,6 +86,7 @@ def main() -> None:
     columns = json.loads(paths.SELECTION.read_text())["columns"]
     prepared = pl.read_parquet(paths.PREPARED_TRAIN)
     training_features, labels = training_matrix(prepared, columns)
+    settings.search.check_folds(int(np.bincount(labels, minlength=2).min()))
 
     started = time.perf_counter()
     folds = search.make_folds(training_features, labels, settings.search.cv_folds, settings.search.seed)

@@ -2,14 +2,19 @@
 
 import hashlib
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import polars as pl
 import psycopg
 import pytest
 
-from stages import cli, database, paths, scoring
+from stages import cli, database, params, paths, scoring
 from stages.errors import PipelineError
-from tests.conftest import insert_rows
+from tests.conftest import REPO, insert_rows
 
 SPEC = {
     "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
@@ -35,6 +40,35 @@ def test_help_names_the_commands(capsys) -> None:
     assert parser.parse_args(["plots", "main", "-o", "x.html"]).revisions == ["main"]
     parser.print_help()
     assert "plots" in capsys.readouterr().out
+
+
+GATE = params.ReviewParams(recall_drop_tolerance=0.05, recall_floor=0.6)
+
+
+@pytest.mark.parametrize(
+    ("recall", "verdict", "failure"),
+    [
+        ({"old": 0.80, "new": 0.78}, "hold-out recall 0.7800 (main: 0.8000)", None),
+        ({"old": 0.80, "new": 0.90}, "**pass**", None),
+        ({"new": 0.70}, "hold-out recall 0.7000 (main has none)", None),
+        ({"old": 0.80, "new": 0.70}, "**fail**",
+         "review: hold-out recall fell 0.1000 below main's 0.8000 (review.recall_drop_tolerance 0.05)"),
+        ({"old": 0.62, "new": 0.59}, "**fail**", "review: hold-out recall 0.5900 is below review.recall_floor 0.6"),
+        ({"old": 0.80}, "no hold-out recall", "review: no recall in metrics/evaluate.json: run dvc repro first"),
+    ],
+)
+def test_recall_gate(recall: dict, verdict: str, failure: str | None) -> None:
+    line, failed = cli.recall_gate({"metrics/evaluate.json": {"recall": recall}}, GATE, "main")
+    assert verdict in line
+    assert failed == failure
+
+
+def test_review_images_are_png_files_named_after_the_plots(tmp_path) -> None:
+    plots = {plot_id: [{"type": "vega", "content": SPEC}]
+             for plot_id in ("Recall by threshold (hold-out)", "metrics/a/roc.json", "metrics/b/roc.json")}
+    written = cli.write_pngs(plots, tmp_path)
+    assert [path.name for _, path in written] == ["recall_by_threshold_hold_out.png", "roc.png", "roc_1.png"]
+    assert all(path.read_bytes().startswith(b"\x89PNG") for _, path in written)
 
 
 # ---- publish and predict against a real PostgreSQL ---------------------------------------
@@ -95,6 +129,102 @@ def test_a_publish_that_fails_midway_leaves_the_previous_rows(in_pipeline, atp_d
     with psycopg.connect(atp_db) as conn, pytest.raises(PipelineError, match="previous content is unchanged"):
         database.replace_rows(conn, table, scoring.predictions_table(table), connection_killed())
     assert published(atp_db).equals(before)
+
+
+def test_publish_adds_the_new_columns_to_the_owners_older_table(in_pipeline, atp_db: str) -> None:
+    with psycopg.connect(atp_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE atp.prediction (imdb_id VARCHAR(10) PRIMARY KEY, prediction SMALLINT NOT NULL, "
+                     "probability DOUBLE PRECISION NOT NULL, cm_value CHAR(2) NOT NULL, "
+                     "created_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+    run_cli("publish")
+    assert published(atp_db).get_column("model_sha256").unique().to_list() == [
+        hashlib.sha256(paths.MODEL.read_bytes()).hexdigest()
+    ]
+
+
+# A publisher that stops after its first batch and waits to be killed.
+KILLED_PUBLISHER = """
+import sys, time
+import polars as pl, psycopg
+from stages import database, scoring
+
+table = database.identifier("atp.prediction")
+rows = pl.read_parquet(sys.argv[1])
+
+def batches():
+    yield rows.head(100)
+    print("mid-write", flush=True)
+    time.sleep(120)
+    yield rows.slice(100)
+
+with psycopg.connect(sys.argv[2]) as conn:
+    database.replace_rows(conn, table, scoring.predictions_table(table), batches())
+"""
+
+
+def test_a_publisher_killed_mid_write_leaves_the_previous_rows(in_pipeline, atp_db: str, tmp_path) -> None:
+    run_cli("publish")
+    before = published(atp_db)
+    replacement = tmp_path / "rows.parquet"
+    before.drop("model_sha256").with_columns(model_sha256=pl.lit("0" * 64)).write_parquet(replacement)
+
+    publisher = subprocess.Popen([sys.executable, "-c", KILLED_PUBLISHER, str(replacement), atp_db],
+                                 cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert publisher.stdout.readline().strip() == "mid-write"
+        with psycopg.connect(atp_db) as reader:  # readers are not locked out meanwhile
+            reader.execute("SET lock_timeout = '2s'")
+            assert reader.execute("SELECT count(*) FROM atp.prediction").fetchone()[0] == before.height
+    finally:
+        publisher.send_signal(signal.SIGKILL)
+        publisher.wait(timeout=30)
+    assert published(atp_db).equals(before)
+    run_cli("publish")  # the lock died with the process: the next publish goes through
+    assert published(atp_db).equals(before)
+
+
+def _lock_waiters(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND datname = current_database()").fetchone()[0]
+
+
+def test_two_publishers_at_once_one_wins_whole(in_pipeline, atp_db: str) -> None:
+    run_cli("publish")
+    rows = published(atp_db).drop("model_sha256")
+    first = rows.head(200).with_columns(model_sha256=pl.lit("1" * 64))
+    second = rows.slice(200, 200).with_columns(model_sha256=pl.lit("2" * 64))  # other movies
+    table = database.identifier("atp.prediction")
+    first_mid_write, failures = threading.Event(), []
+
+    def first_batches():
+        yield first.head(100)
+        first_mid_write.set()
+        deadline = time.monotonic() + 20  # hold the transaction open until the second one waits
+        while _lock_waiters(atp_db) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield first.slice(100)
+
+    def publish(batches) -> None:
+        try:
+            with psycopg.connect(atp_db) as conn:
+                database.replace_rows(conn, table, scoring.predictions_table(table), batches)
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            failures.append(error)
+
+    one = threading.Thread(target=publish, args=(first_batches(),))
+    one.start()
+    assert first_mid_write.wait(timeout=30)
+    two = threading.Thread(target=publish, args=(iter([second]),))
+    two.start()
+    one.join(timeout=60)
+    two.join(timeout=60)
+
+    assert failures == []
+    final = published(atp_db)
+    # the second waited for the first to commit, then replaced its rows whole: no mix
+    assert final.get_column("model_sha256").unique().to_list() == ["2" * 64]
+    assert final.get_column("imdb_id").to_list() == sorted(second.get_column("imdb_id").to_list())
 
 
 def test_predict_from_the_database_scores_unlabeled_rows(in_pipeline, atp_db: str, tmp_path) -> None:

@@ -67,6 +67,10 @@ def test_good_values(section: str, key: str, value: object) -> None:
         ("extract", "seed", True, "extract.seed = True: Input should be a valid integer"),
         ("prep", "drop_anomalous", "yes", "prep.drop_anomalous = 'yes': Input should be a valid boolean"),
         ("split", "seed", 42.0, "split.seed = 42.0: Input should be a valid integer"),
+        ("evaluate", "threshold", 1.0, "evaluate.threshold = 1.0: Input should be less than 1; allowed: a number > 0 and < 1"),
+        ("search", "cv_folds", 1, "search.cv_folds = 1: Input should be greater than or equal to 2; allowed: an integer >= 2"),
+        ("review", "recall_floor", 1.5, "review.recall_floor = 1.5"),
+        ("review", "recall_drop_tolerance", -0.1, "review.recall_drop_tolerance = -0.1"),
     ],
 )
 def test_bad_values(section: str, key: str, value: object, message: str) -> None:
@@ -80,12 +84,12 @@ def test_bad_values(section: str, key: str, value: object, message: str) -> None
 def test_unknown_key_is_an_error_that_lists_the_allowed_keys() -> None:
     raw = copy.deepcopy(REPO_PARAMS)
     raw["extract"]["sorce"] = "postgres"
-    with pytest.raises(PipelineError, match=r"unknown key extract\.sorce; allowed keys here: source, table"):
+    with pytest.raises(PipelineError, match=r"unknown key extract\.sorce; did you mean source\? allowed keys here: source, table"):
         params.parse(raw)
 
 
 def test_unknown_section_is_an_error() -> None:
-    with pytest.raises(PipelineError, match=r"unknown key trian; allowed keys here: extract, prep, split"):
+    with pytest.raises(PipelineError, match=r"unknown key trian; did you mean train\? allowed keys here: extract, prep, split"):
         params.parse({**REPO_PARAMS, "trian": {}})
 
 
@@ -108,3 +112,38 @@ def test_unreadable_file_is_one_line(tmp_path: Path, text: str) -> None:
 def test_missing_file_says_where_to_run(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="run from the repository root"):
         params.load(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("scale_pos_weight", -1, "scale_pos_weight = -1: Input should be greater than 0; "
+         "allowed: one value or a list of distinct values, each a number > 0"),
+        ("scale_pos_weight", [1, -1], "scale_pos_weight[1] = -1: Input should be greater than 0"),
+        ("max_depth", [], "max_depth = []: Value should have at least 1 item"),
+        ("max_depth", "deep", "max_depth = 'deep': Input should be a valid integer; "
+         "allowed: one value or a list of distinct values, each an integer >= 1 and <= 20"),
+        ("learning_rate", [0.1, 0.1], "values must not repeat"),
+    ],
+)
+def test_bad_grid_values_name_the_key_and_the_allowed_values(key: str, value: object, message: str) -> None:
+    with pytest.raises(PipelineError) as caught:
+        params.parse({**REPO_PARAMS, key: value})
+    assert message in str(caught.value)
+
+
+def test_a_typo_in_a_grid_key_suggests_the_key() -> None:
+    with pytest.raises(PipelineError, match=r"unknown key scale_pos_wieght; did you mean scale_pos_weight\?"):
+        params.parse({**REPO_PARAMS, "scale_pos_wieght": 9})
+
+
+@pytest.mark.parametrize(("minority", "message"), [
+    (3, "search.cv_folds = 5: the training rows hold only 3 of the smaller class; allowed: 2 to 3"),
+    (1, "only 1 of the smaller class; no value works"),
+])
+def test_more_folds_than_the_smaller_class_is_refused(minority: int, message: str) -> None:
+    settings = params.parse(REPO_PARAMS).search
+    settings.check_folds(5)
+    with pytest.raises(PipelineError) as caught:
+        settings.check_folds(minority)
+    assert message in str(caught.value)

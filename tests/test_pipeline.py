@@ -184,9 +184,23 @@ def test_the_users_dvc_flows(repo_copy: Path) -> None:
     pinned = next(line for line in diff.splitlines() if "best_params.scale_pos_weight" in line)
     assert float(pinned.split("|")[4]) == 9  # the workspace column
     assert "| metrics/evaluate.json | recall" in diff
-    report = run(sys.executable, "-m", "stages.cli", "review", "main")
-    assert report.startswith("## Metrics against main") and "## Params against main" in report
-    assert "| params.yaml | scale_pos_weight" in report
+    review = subprocess.run([sys.executable, "-m", "stages.cli", "review", "main"], cwd=repo_copy, env=env,
+                            capture_output=True, text=True)
+    report = review.stdout
+    assert report.startswith("## Recall gate\n\nhold-out recall ") and "## Params against main" in report
+    assert "## Metrics against main" in report and "| params.yaml | scale_pos_weight" in report
+    assert report.count("](dvc_plots/review/") == 5 and (repo_copy / "dvc_plots/review/roc.png").exists()
+    if review.returncode:  # the gate may fail on a small sample: then one line says why
+        assert review.stderr.strip().startswith("error: review: hold-out recall") and "Traceback" not in review.stderr
+    settings = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    settings["review"]["recall_floor"] = 1.0
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    gated = subprocess.run([sys.executable, "-m", "stages.cli", "review", "main"], cwd=repo_copy, env=env,
+                           capture_output=True, text=True)
+    assert gated.returncode == 1 and gated.stdout.startswith("## Recall gate")
+    assert gated.stderr.strip().splitlines()[-1].startswith("error: review: hold-out recall")
+    assert "is below review.recall_floor 1" in gated.stderr
+    run("git", "checkout", "params.yaml")
 
     output = dvc("exp", "run", "-S", "evaluate.threshold=0.5")
     assert "Stage 'train' didn't change, skipping" in output and "Running stage 'evaluate'" in output
