@@ -121,15 +121,30 @@ class Run:
     output: Path | None
 
 
+# Forks the measured command and writes its seconds, peak RSS (KiB) and exit code to
+# argv[1]. Linux carries the forking process's peak RSS into the child's, so the
+# bench (which holds the generated rows) cannot fork the methods itself: this
+# small interpreter (-S: no site, no imports) does.
+_LAUNCHER = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{time.perf_counter() - start} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 def _measure(name: str, command: list[str], cwd: Path, env: dict[str, str], output: Path | None) -> Run:
-    """Run ``command`` in a fresh process; its wall time and peak RSS (wait4 gives that child's own)."""
-    start = time.perf_counter()
-    child = subprocess.Popen(command, cwd=cwd, env=env)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"bench: {name} failed (exit {os.waitstatus_to_exitcode(status)})")
-    return Run(name, seconds, usage.ru_maxrss / 1024, output)
+    """Run ``command`` in a fresh process: its wall time and its own peak RSS."""
+    result = cwd / f".{name.split()[0]}.measure"
+    subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, str(result), *command], cwd=cwd, env=env, check=True)
+    seconds, peak_kib, code = result.read_text().split()
+    if int(code) != 0:
+        sys.exit(f"bench: {name} failed (exit {code})")
+    return Run(name, float(seconds), int(peak_kib) / 1024, output)
 
 
 def project_workdir(root: Path) -> tuple[Path, list[str]]:
