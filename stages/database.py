@@ -120,17 +120,19 @@ class _CopyReader(io.RawIOBase):
 
 
 def _frame(rows: pa.Table, lists: list[pl.Expr]) -> pl.DataFrame:
+    """Parsed CSV rows -> one contiguous frame (the parquet bytes depend on it), arrays decoded."""
     return pl.from_arrow(rows, rechunk=True).with_columns(lists)
 
 
-def read_frames(conn: psycopg.Connection, query: sql.Composable, columns: list[schema.Column], batch_rows: int) -> Iterator[pl.DataFrame]:
+def read_frames(
+    conn: psycopg.Connection, query: sql.Composable, columns: list[schema.Column], batch_rows: int
+) -> Iterator[pl.DataFrame]:
     """Stream the rows of ``query`` (a ``select_query``) as frames of ``batch_rows`` rows.
 
     Memory stays bounded by a few batches, whatever the size of the table. Enum
     columns come as text; an empty result gives one empty frame.
     """
     names = [c.name for c in columns]
-    held, yielded = 0, False
     convert = pacsv.ConvertOptions(
         column_types={c.name: _WIRE[c.pg_type][1] for c in columns},
         # PostgreSQL's CSV: NULL is an empty field, an empty string is "" (quoted)
@@ -140,8 +142,12 @@ def read_frames(conn: psycopg.Connection, query: sql.Composable, columns: list[s
     lists = [pl.col(c.name).str.json_decode(c.dtype) for c in columns if c.pg_type.endswith("[]")]
     try:
         with conn.cursor() as cur:
-            # the text forms that the CSV types parse, whatever the server's defaults
-            cur.execute("SET DateStyle = ISO; SET TimeZone = 'UTC'; SET extra_float_digits = 1; SET client_encoding = 'UTF8'")
+            # the text forms that the CSV types parse, whatever the server's or the
+            # client's defaults; LOCAL: for this transaction only
+            cur.execute(
+                "SET LOCAL DateStyle = ISO; SET LOCAL TimeZone = 'UTC'; "
+                "SET LOCAL extra_float_digits = 1; SET LOCAL client_encoding = 'UTF8'"
+            )
             with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT CSV)").format(query)) as copy:
                 if (source := _CopyReader(copy)).empty:
                     yield pl.DataFrame(schema=schema.wire_schema(columns))
@@ -153,14 +159,15 @@ def read_frames(conn: psycopg.Connection, query: sql.Composable, columns: list[s
                     convert_options=convert,
                 )
                 pending: list[pa.RecordBatch] = []
+                held = 0
                 for batch in reader:
                     pending.append(batch)
                     held += batch.num_rows
                     while held >= batch_rows:
                         rows = pa.Table.from_batches(pending)
                         yield _frame(rows.slice(0, batch_rows), lists)
-                        pending, held, yielded = rows.slice(batch_rows).to_batches(), held - batch_rows, True
-                if held or not yielded:  # an empty table still gives one (empty) frame
+                        pending, held = rows.slice(batch_rows).to_batches(), held - batch_rows
+                if held:
                     yield _frame(pa.Table.from_batches(pending, reader.schema), lists)
     except psycopg.Error as error:
         raise PipelineError(f"PostgreSQL failed while reading: {' '.join(str(error).split())}") from error
