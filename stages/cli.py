@@ -164,9 +164,8 @@ def _unlabeled_rows(table_name: str, scorer: scoring.Scorer, batch_rows: int) ->
         columns = [schema.BY_NAME[c] for c in needed]
         unlabeled = sql.SQL("label IS NULL") if "label" in available else None
         query = database.select_query(table, columns, unlabeled)
-        with closing(database.copy_rows(conn, query, [c.pg_type for c in columns], batch_rows)) as batches:
-            for rows in batches:
-                yield pl.DataFrame(rows, schema=schema.wire_schema(columns), orient="row")
+        with closing(database.read_frames(conn, query, columns, batch_rows)) as frames:
+            yield from frames
 
 
 def _file_rows(path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:

