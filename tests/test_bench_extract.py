@@ -22,7 +22,7 @@ def load_bench():
 @pytest.mark.slow
 def test_bench_runs_every_method_and_its_checks_pass() -> None:
     for extra in ("adbc_driver_postgresql", "psycopg2"):
-        pytest.importorskip(extra, reason="the bench extra: pip install -e '.[dev,bench]'")
+        pytest.importorskip(extra, reason="the dev extra: pip install -e '.[dev]'")
     result = subprocess.run(
         [sys.executable, str(BENCH), "--rows", "2000", "--repeat", "2"], capture_output=True, text=True, cwd=REPO, timeout=600
     )
@@ -52,7 +52,7 @@ def test_content_check_names_the_column_that_differs(tmp_path, atp_db: str) -> N
     env = {"REEL_DRIVER_PG_DSN": atp_db, "PYTHONPATH": str(REPO), "PATH": ""}
     subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True)
     adbc = tmp_path / "adbc.parquet"
-    pytest.importorskip("adbc_driver_postgresql", reason="the bench extra: pip install -e '.[dev,bench]'")
+    pytest.importorskip("adbc_driver_postgresql", reason="the dev extra: pip install -e '.[dev]'")
     bench._adbc(atp_db, adbc)
     ours = cwd / "data" / "raw" / "training.parquet"
     assert bench.content_differences(ours, adbc) == []
