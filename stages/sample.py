@@ -268,7 +268,8 @@ def _labels(rng: np.random.Generator, numbers: dict, lists: dict, movie: np.ndar
 
     # Popular films are the ones the owner watches: the real rate climbs from ~0
     # below 1,000 IMDb votes to ~0.9 above 100,000.
-    logit = 2.8 * (np.log10(votes) - 4.45)
+    # (no votes counts as one: large samples have rows with 0, whose log is -inf)
+    logit = 2.8 * (np.log10(np.maximum(votes, 1.0)) - 4.45)
     # High RT score with few votes: a festival film the owner skips.
     logit -= 3.0 * (rt_known & (rt0 > 85) & (votes < 1_000))
     # High RT score with many votes: a strong yes.

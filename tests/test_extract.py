@@ -166,6 +166,17 @@ def test_a_bad_row_after_the_first_batch_stops_without_hanging(workdir, from_pos
     assert not list(Path(".").rglob(".*.tmp"))
 
 
+def test_a_row_too_large_to_parse_is_named_and_nothing_is_lost(from_postgres: str) -> None:
+    execute(from_postgres, AWKWARD_ROWS)
+    run_extract()
+    before = sha256(paths.RAW)
+    execute(from_postgres, "UPDATE atp.training SET overview = repeat('a,\"b\n', 300000) WHERE imdb_id = 'tt0000002'")
+    with pytest.raises(PipelineError, match=r"the row of imdb_id tt0000002 is 1\.7 MiB as CSV; extract reads rows of up to 1 MiB"):
+        run_extract()
+    assert sha256(paths.RAW) == before
+    assert not list(paths.RAW.parent.glob(".*.tmp"))
+
+
 def test_missing_required_column_is_named(from_postgres: str) -> None:
     execute(from_postgres, "ALTER TABLE atp.training DROP COLUMN genre, DROP COLUMN imdb_votes")
     with pytest.raises(PipelineError, match=r"missing required column\(s\) genre, imdb_votes"):
