@@ -163,7 +163,7 @@ def _unlabeled_rows(table_name: str, scorer: scoring.Scorer, batch_rows: int) ->
             raise PipelineError(f"table {table_name} lacks required column(s) {', '.join(missing)}")
         columns = [schema.BY_NAME[c] for c in needed]
         unlabeled = sql.SQL("label IS NULL") if "label" in available else None
-        query = database.select_query(table, columns, unlabeled)
+        query = database.select_query(table, columns, available, unlabeled)
         with closing(database.read_frames(conn, query, columns, batch_rows)) as frames:
             yield from frames
 

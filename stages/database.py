@@ -21,21 +21,23 @@ from stages.errors import PipelineError
 
 DSN_VARIABLE = "REEL_DRIVER_PG_DSN"
 
-# How each canonical type travels: the SELECT expression, then its type in the CSV.
 # Rows come as CSV parsed by pyarrow, not as binary COPY rows built into Python
-# tuples: 1,000,000 rows of atp.training took 114 s and 530 MiB that way, 17 s and
-# 322 MiB this way, against 15 s and 762 MiB for ADBC (bench/extract.py, on a
-# loaded 2-core machine). Arrays go as JSON, which polars decodes; enums and
-# NUMERIC arrive as text and float8; the text[] cast trims CHAR(2)'s padding.
-_AS = "{}::{} AS {}"
-_WIRE: dict[str, tuple[str, pa.DataType]] = {
-    "text": (_AS, pa.string()),
-    "int2": (_AS, pa.int16()),
-    "int8": (_AS, pa.int64()),
-    "float8": (_AS, pa.float64()),
-    "bool": (_AS, pa.bool_()),
-    "timestamptz": (_AS, pa.timestamp("us", "UTC")),
-    "text[]": ("array_to_json({}::{})::text AS {}", pa.string()),
+# tuples (1,000,000 rows: 114 s and 530 MiB that way; bench/extract.py).
+# How each canonical type travels: its type in the CSV, and the table's own types
+# whose text form already parses as that (they go bare); any other type is cast on
+# the server. Casting costs: on 1,000,000 rows, casting every column (enums to text,
+# NUMERIC to float8, int4 to int8) took 1.7 s more server CPU than bare columns.
+# NUMERIC goes bare: its exact decimal text parses to the double that a float8
+# cast would give. CHAR(n) is cast to text, which trims its blank padding.
+_WIRE: dict[str, tuple[pa.DataType, frozenset[str]]] = {
+    "text": (pa.string(), frozenset({"text", "varchar", "enum"})),
+    "int2": (pa.int16(), frozenset({"int2"})),
+    "int8": (pa.int64(), frozenset({"int2", "int4", "int8"})),
+    "float8": (pa.float64(), frozenset({"float8", "numeric"})),
+    "bool": (pa.bool_(), frozenset({"bool"})),
+    "timestamptz": (pa.timestamp("us", "UTC"), frozenset({"timestamptz"})),
+    # as JSON, which polars decodes
+    "text[]": (pa.string(), frozenset({"text[]", "varchar[]"})),
 }
 # Bytes of CSV parsed at a time (a row must fit in one). At 1,000,000 rows, 4 MiB
 # blocks peaked at 516 MiB against 380 MiB for 1 MiB, at the same speed.
@@ -76,27 +78,46 @@ def identifier(table: str) -> sql.Identifier:
     return sql.Identifier(*table.split("."))
 
 
-def select_query(table: sql.Identifier, columns: list[schema.Column], where: sql.Composable | None = None) -> sql.Composed:
-    """SELECT of schema columns in their wire form (see ``_WIRE``), in imdb_id byte order."""
-    casts = sql.SQL(", ").join(
-        sql.SQL(_WIRE[c.pg_type][0]).format(sql.Identifier(c.name), sql.SQL(c.pg_type), sql.Identifier(c.name))
-        for c in columns
-    )
-    condition = sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL("")
-    # COLLATE "C": byte order, the same on every server and as polars sorts
-    return sql.SQL('SELECT {} FROM {}{} ORDER BY imdb_id COLLATE "C"').format(casts, table, condition)
-
-
-def table_columns(conn: psycopg.Connection, table: sql.Identifier) -> list[str]:
-    """The column names of ``table``, in table order."""
+def table_columns(conn: psycopg.Connection, table: sql.Identifier) -> dict[str, str]:
+    """The columns of ``table`` in table order, each with its type: the type's name
+    ("int4", "bpchar", arrays as "varchar[]"), "enum" for any enum."""
     try:
         with conn.cursor() as cur:
             cur.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(table))
-            return [column.name for column in cur.description or []]
+            described = [(column.name, column.type_code) for column in cur.description or []]
+            cur.execute(
+                "SELECT t.oid, CASE WHEN t.typtype = 'e' THEN 'enum' "
+                "WHEN e.oid IS NOT NULL THEN e.typname || '[]' ELSE t.typname END "
+                "FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
+                "WHERE t.oid = ANY(%s)",
+                [[oid for _, oid in described]],
+            )
+            names = dict(cur.fetchall())
     except psycopg.errors.UndefinedTable:
         raise PipelineError(f"table {table.as_string(conn)} does not exist") from None
     except psycopg.errors.InsufficientPrivilege as error:
         raise PipelineError(f"no permission to read {table.as_string(conn)}: {error}") from None
+    return {name: names.get(oid, "unknown") for name, oid in described}
+
+
+def _wire(column: schema.Column, table_type: str) -> sql.Composable:
+    """The SELECT expression that sends ``column`` as its CSV type (see ``_WIRE``)."""
+    name = sql.Identifier(column.name)
+    value = name if table_type in _WIRE[column.pg_type][1] else sql.SQL("{}::{}").format(name, sql.SQL(column.pg_type))
+    if column.pg_type.endswith("[]"):
+        value = sql.SQL("array_to_json({})::text").format(value)
+    return sql.SQL("{} AS {}").format(value, name)
+
+
+def select_query(
+    table: sql.Identifier, columns: list[schema.Column], types: dict[str, str], where: sql.Composable | None = None
+) -> sql.Composed:
+    """SELECT of schema columns in their wire form, in imdb_id byte order; ``types``:
+    the table's own column types (``table_columns``)."""
+    selected = sql.SQL(", ").join(_wire(c, types[c.name]) for c in columns)
+    condition = sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL("")
+    # COLLATE "C": byte order, the same on every server and as polars sorts
+    return sql.SQL('SELECT {} FROM {}{} ORDER BY imdb_id COLLATE "C"').format(selected, table, condition)
 
 
 class _CopyReader(io.RawIOBase):
@@ -148,7 +169,7 @@ def read_frames(
     """
     names = [c.name for c in columns]
     convert = pacsv.ConvertOptions(
-        column_types={c.name: _WIRE[c.pg_type][1] for c in columns},
+        column_types={c.name: _WIRE[c.pg_type][0] for c in columns},
         # PostgreSQL's CSV: NULL is an empty field, an empty string is "" (quoted)
         null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
         true_values=["t"], false_values=["f"],

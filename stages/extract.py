@@ -23,8 +23,9 @@ log = logging.getLogger("reel_driver.extract")
 def _from_postgres(settings: params.ExtractParams) -> Iterator[pl.DataFrame]:
     table = database.identifier(settings.table)
     with database.connect() as conn:
-        columns = schema.present_columns(database.table_columns(conn, table))
-        query = database.select_query(table, columns)
+        types = database.table_columns(conn, table)
+        columns = schema.present_columns(list(types))
+        query = database.select_query(table, columns, types)
         # closing(): an error in a batch must end the COPY before the connection
         # rolls back, or the rollback waits on the open COPY for ever
         with closing(database.read_frames(conn, query, columns, settings.batch_rows)) as frames:

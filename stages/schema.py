@@ -19,8 +19,9 @@ POSITIVE_LABEL = "would_watch"
 class Column:
     name: str
     dtype: pl.DataType
-    # What the extract query casts the column to. Enums and NUMERIC arrive as
-    # text and float8; casting CHAR(2)[] to text[] trims PostgreSQL's blank padding.
+    # The PostgreSQL type the extract reads the column as; a table column of another
+    # type is cast to it on the server (database._WIRE: enums come as text, NUMERIC
+    # as float8, CHAR(2)[] as text[] without the blank padding).
     pg_type: str
     required: bool = True
 

@@ -106,6 +106,22 @@ def test_awkward_text_survives_the_csv(from_postgres: str, monkeypatch) -> None:
     assert (nulls["media_title"], nulls["tagline"], nulls["overview"]) == ("NULL", None, "null")
 
 
+def test_other_column_types_give_the_same_frame(from_postgres: str) -> None:
+    # the production types go bare; any other type is cast on the server to the same values
+    execute(from_postgres, AWKWARD_ROWS, AWKWARD_TEXT)
+    production = run_extract()
+    execute(
+        from_postgres,
+        "ALTER TABLE atp.training ALTER COLUMN label TYPE text, ALTER COLUMN media_type TYPE varchar(20),"
+        " ALTER COLUMN tmdb_rating TYPE float8, ALTER COLUMN imdb_rating TYPE real, ALTER COLUMN budget TYPE numeric,"
+        " ALTER COLUMN runtime TYPE int2, ALTER COLUMN release_year TYPE int4, ALTER COLUMN tmdb_id TYPE int8,"
+        " ALTER COLUMN original_language TYPE char(3), ALTER COLUMN origin_country TYPE char(3)[],"
+        " ALTER COLUMN genre TYPE text[], ALTER COLUMN human_labeled TYPE text,"
+        " ALTER COLUMN created_at TYPE timestamp USING created_at AT TIME ZONE 'UTC'",
+    )
+    assert run_extract().equals(production)
+
+
 def test_identical_rows_give_identical_bytes(from_postgres: str) -> None:
     execute(from_postgres, AWKWARD_ROWS)
     run_extract()
