@@ -1,6 +1,7 @@
 """extract against a real PostgreSQL (from a pip wheel) in the production schema."""
 
 import hashlib
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -11,7 +12,7 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from stages import extract, paths, schema
+from stages import database, extract, paths, schema
 from stages.errors import PipelineError
 from tests.conftest import REPO, insert_rows
 
@@ -120,6 +121,16 @@ def test_other_column_types_give_the_same_frame(from_postgres: str) -> None:
         " ALTER COLUMN created_at TYPE timestamp USING created_at AT TIME ZONE 'UTC'",
     )
     assert run_extract().equals(production)
+
+
+def test_production_types_are_sent_without_casts(from_postgres: str) -> None:
+    # casting every column cost 1.7 s of server CPU at 1,000,000 rows: only what must change is cast
+    with psycopg.connect(from_postgres) as conn:
+        types = database.table_columns(conn, database.identifier("atp.training"))
+        query = database.select_query(database.identifier("atp.training"), list(schema.COLUMNS), types).as_string(conn)
+    assert types["label"] == "enum" and types["origin_country"] == "bpchar[]" and types["tmdb_rating"] == "numeric"
+    assert sorted(re.findall(r'"(\w+)"::', query)) == [
+        "metascore", "origin_country", "original_language", "production_countries", "rt_score", "spoken_languages"]
 
 
 def test_identical_rows_give_identical_bytes(from_postgres: str) -> None:
