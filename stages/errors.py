@@ -1,5 +1,6 @@
 """One error type for what a user can fix, and the wrapper that turns it into one line."""
 
+import gc
 import logging
 import sys
 from collections.abc import Callable
@@ -19,3 +20,8 @@ def run_stage(main: Callable[[], None]) -> None:
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    # The outputs are written and closed; what is left is the interpreter's teardown. Frozen
+    # objects are not traversed by its final collections: train holds 370,000 of them in
+    # 3,400 modules (MLflow, SQLAlchemy, sklearn), and exiting took 0.9 s of its 5.8 s.
+    # Atexit handlers and finalizers still run as usual.
+    gc.freeze()
