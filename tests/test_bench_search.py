@@ -26,4 +26,6 @@ def test_the_search_benchmark_compares_the_project_with_the_reference() -> None:
         seconds, cv, f2, ap = map(float, found.groups())
         assert seconds > 0 and 0 < cv <= 1 and 0 < f2 <= 1 and 0 < ap <= 1
     assert re.search(r"ratio\s+[\d.]+", output)
+    floor = re.search(r"floor\s+([\d.]+) s = ([\d.]+) x reference", output)
+    assert floor and 0 < float(floor.group(1)) and 0 < float(floor.group(2))
     assert "best params and model bytes identical" in output
