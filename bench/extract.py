@@ -57,8 +57,6 @@ def sample_rows(rows: int, seed: int) -> pl.DataFrame:
     return copies.with_columns(
         imdb_id=pl.lit("tt") + pl.Series(imdb).cast(pl.String),
         tmdb_id=pl.Series(tmdb, dtype=pl.Int64),
-        # the generator's vote counts are unbounded; the production column is INTEGER
-        tmdb_votes=pl.col("tmdb_votes").clip(upper_bound=2**31 - 1),
     )
 
 

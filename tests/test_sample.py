@@ -76,6 +76,8 @@ def test_shaped_like_the_real_table(table: pl.DataFrame) -> None:
         (pl.col("original_language") == "en").mean(),
         (pl.col("label") == "would_watch").mean(),
         (pl.col("imdb_votes") > 10_000).mean(),
+        (pl.col("tmdb_votes") > 1_000).mean(),
+        (pl.col("tmdb_votes") > 10_000).mean(),
     ],
     ids=lambda measure: str(measure)[:60],
 )
@@ -112,3 +114,9 @@ def test_a_model_has_something_to_learn(large: pl.DataFrame) -> None:
     scores = model.predict_proba(features.build(test, spec).to_pandas())[:, 1]
     labels = test.get_column("label").to_numpy()
     assert average_precision_score(labels, scores) > 0.5 > 3 * np.mean(labels)
+
+
+def test_vote_counts_stay_in_the_real_range(large: pl.DataFrame) -> None:
+    # the real export's largest counts: 37,460 TMDB votes, 3,042,120 IMDb votes
+    assert large.get_column("tmdb_votes").max() <= 40_000
+    assert large.get_column("imdb_votes").max() <= 3_100_000
