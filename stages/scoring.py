@@ -7,6 +7,7 @@ booster. One path from raw row to probability is what keeps serving equal to
 training.
 """
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,9 @@ def serving_example(spec: features.FeatureSpec, rows: int = 3) -> pd.DataFrame:
 
 def log_served_model(paths_: dict[str, Path], spec: features.FeatureSpec) -> None:
     """Log the pyfunc (feature build + booster) with the active MLflow run, as "serving"."""
+    # MLflow warns on every log that a pickled model may run code when loaded: this one is a
+    # stateless ServedModel, whose code ships in code_paths, loaded from the owner's own store
+    logging.getLogger("mlflow.pyfunc").addFilter(lambda record: "CloudPickle" not in record.getMessage())
     mlflow.pyfunc.log_model(
         pip_requirements=tracking.requirements(),
         name="serving",

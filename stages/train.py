@@ -4,6 +4,7 @@ training rows, write the model (XGBoost JSON), the search summary and every cell
 import json
 import logging
 import time
+import warnings
 
 import numpy as np
 import polars as pl
@@ -68,10 +69,12 @@ def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, i
         # the booster, not for serving raw rows, so those warnings are noise here.
         for noisy in ("mlflow.models.model", "mlflow.utils.requirements_utils"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
-        mlflow.xgboost.log_model(
-            booster, name="model", model_format="json", input_example=example, pip_requirements=tracking.requirements(),
-            signature=mlflow.models.infer_signature(example, booster.predict(search.matrix(inputs.head(5)))),
-        )
+        with warnings.catch_warnings():
+            # the integer columns are the one-hot ones, which the feature build never leaves empty
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+            signature = mlflow.models.infer_signature(example, booster.predict(search.matrix(inputs.head(5))))
+        mlflow.xgboost.log_model(booster, name="model", model_format="json", input_example=example,
+                                 pip_requirements=tracking.requirements(), signature=signature)
         scoring.log_served_model(
             {"features": paths.FEATURES, "normalization": paths.NORMALIZATION, "model": paths.MODEL},
             features.FeatureSpec.load(paths.FEATURES, paths.NORMALIZATION),
