@@ -130,10 +130,21 @@ def serving_signature(spec: features.FeatureSpec) -> ModelSignature:
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
+def _synthetic_rows(rows: int) -> pl.DataFrame:
+    """Raw rows for the models' input examples: synthetic, so no real movie goes to MLflow."""
+    return sample.generate(100, seed=0).head(rows)
+
+
 def serving_example(spec: features.FeatureSpec, rows: int = 3) -> pd.DataFrame:
-    """Raw rows for the model's input example: synthetic, so no real movie goes to MLflow."""
-    raw = sample.generate(100, seed=0).head(rows)
-    return raw.select(required_columns(spec)).with_columns(pl.col(features.CONTINUOUS).cast(pl.Float64)).to_pandas()
+    """The serving model's input example: raw rows."""
+    raw = _synthetic_rows(rows).select(required_columns(spec))
+    return raw.with_columns(pl.col(features.CONTINUOUS).cast(pl.Float64)).to_pandas()
+
+
+def feature_example(spec: features.FeatureSpec, columns: list[str], rows: int = 5) -> pl.DataFrame:
+    """The booster's input example: the built features of synthetic rows, in ``columns`` order."""
+    raw = schema.cast(_synthetic_rows(rows), required_columns(spec))
+    return features.build(raw, spec).select(columns)
 
 
 def log_served_model(paths_: dict[str, Path], spec: features.FeatureSpec) -> None:

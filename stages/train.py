@@ -42,7 +42,7 @@ def cv_results(outcome: search.Outcome) -> pl.DataFrame:
     return pl.DataFrame(outcome.rows).sort(["cv_mean", "trial", "n_estimators"], descending=[True, False, False])
 
 
-def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, inputs: pl.DataFrame) -> None:
+def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, columns: list[str]) -> None:
     # imported here: tracking.open_in_background has loaded them beside the search
     import mlflow
     import mlflow.xgboost
@@ -63,7 +63,9 @@ def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, i
                             "boosting_rounds": summary_["boosting_rounds"]})
         mlflow.log_artifact(str(paths.CV_RESULTS))
         mlflow.log_artifact(str(paths.TRAIN_METRICS))
-        example = inputs.head(5).to_pandas()
+        spec = features.FeatureSpec.load(paths.FEATURES, paths.NORMALIZATION)
+        built = scoring.feature_example(spec, columns)
+        example = built.to_pandas()
         # MLflow tries the example as a JSON serving request, which cannot carry the
         # pandas categories the booster reads, and warns; this flavor is for loading
         # the booster, not for serving raw rows, so those warnings are noise here.
@@ -72,12 +74,11 @@ def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, i
         with warnings.catch_warnings():
             # the integer columns are the one-hot ones, which the feature build never leaves empty
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-            signature = mlflow.models.infer_signature(example, booster.predict(search.matrix(inputs.head(5))))
+            signature = mlflow.models.infer_signature(example, booster.predict(search.matrix(built)))
         mlflow.xgboost.log_model(booster, name="model", model_format="json", input_example=example,
                                  pip_requirements=tracking.requirements(), signature=signature)
         scoring.log_served_model(
-            {"features": paths.FEATURES, "normalization": paths.NORMALIZATION, "model": paths.MODEL},
-            features.FeatureSpec.load(paths.FEATURES, paths.NORMALIZATION),
+            {"features": paths.FEATURES, "normalization": paths.NORMALIZATION, "model": paths.MODEL}, spec,
         )
 
 
@@ -114,7 +115,7 @@ def main() -> None:
     log.info("best %s %.4f with %s; %d cells, %d boosting rounds in %.1f s",
              result["scoring"], outcome.best_score, outcome.best, result["candidates"], outcome.rounds, seconds)
     mlflow_ready()
-    _log_run(settings, result, seconds, model, training_features)
+    _log_run(settings, result, seconds, model, columns)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from stages import (
     paths,
     prep,
     sample,
+    scoring,
     search,
     train,
 )
@@ -197,3 +198,11 @@ def test_train_and_evaluate_on_the_sample(small_pipeline, tmp_path, capfd, recwa
     assert runs["artifact_uri"].iloc[0].startswith((tmp_path / "mlruns").as_uri())
     logged = mlflow.xgboost.load_model(f"runs:/{runs['run_id'].iloc[0]}/model")
     assert logged.num_boosted_rounds() == booster.num_boosted_rounds()
+    # its input example is built from synthetic rows, not training rows: no real movie goes to MLflow
+    example = mlflow.models.Model.load(f"runs:/{runs['run_id'].iloc[0]}/model").load_input_example()
+    spec = features.FeatureSpec.load(paths.FEATURES, paths.NORMALIZATION)
+    expected = scoring.feature_example(spec, booster.feature_names).to_pandas()
+    assert list(example.columns) == booster.feature_names and len(example) == 5
+    for column in example.columns:
+        assert example[column].astype(object).where(example[column].notna(), None).tolist() == \
+            expected[column].astype(object).where(expected[column].notna(), None).tolist(), column
