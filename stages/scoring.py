@@ -147,11 +147,15 @@ def feature_example(spec: features.FeatureSpec, columns: list[str], rows: int = 
     return features.build(raw, spec).select(columns)
 
 
+def _not_the_pickle_hint(record: logging.LogRecord) -> bool:
+    """MLflow warns on every log that a pickled model may run code when loaded: this one is a
+    stateless ServedModel, whose code ships in code_paths, loaded from the owner's own store."""
+    return "CloudPickle" not in record.getMessage()
+
+
 def log_served_model(paths_: dict[str, Path], spec: features.FeatureSpec) -> None:
     """Log the pyfunc (feature build + booster) with the active MLflow run, as "serving"."""
-    # MLflow warns on every log that a pickled model may run code when loaded: this one is a
-    # stateless ServedModel, whose code ships in code_paths, loaded from the owner's own store
-    logging.getLogger("mlflow.pyfunc").addFilter(lambda record: "CloudPickle" not in record.getMessage())
+    logging.getLogger("mlflow.pyfunc").addFilter(_not_the_pickle_hint)  # added once, however often called
     mlflow.pyfunc.log_model(
         pip_requirements=tracking.requirements(),
         name="serving",
