@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import vl_convert
 from psycopg import sql
 
-from stages import database, params, paths, schema, scoring
+from stages import data_diff, database, params, paths, rows, schema, scoring
 from stages.errors import PipelineError, run_stage
 from stages.outputs import write_bytes, write_parquet_batches, write_text
 
@@ -104,9 +104,37 @@ def _table(markdown: str) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def review_report(baseline: str, images: list[tuple[str, Path]], image_base: Path, gate: str) -> str:
-    """The code-review comment: metrics and params of the workspace against ``baseline``,
-    the plots (images relative to ``image_base``, where the report is read) and the gate."""
+def _labeled_rows_at(baseline: str | None) -> pl.DataFrame:
+    """The prepared training rows (data_diff.labeled_rows) of the workspace, or of a revision
+    from the DVC cache (or its remote)."""
+    if baseline is None:
+        return data_diff.labeled_rows(*(pl.read_parquet(path, columns=data_diff.KEY) for path in data_diff.SIDES.values()))
+    import dvc.api
+    from dvc.exceptions import DvcException
+
+    frames = []
+    for path in data_diff.SIDES.values():
+        try:
+            with dvc.api.open(str(path), rev=baseline, mode="rb") as file:
+                frames.append(pl.read_parquet(file, columns=data_diff.KEY))
+        except (DvcException, FileNotFoundError) as error:
+            raise PipelineError(f"{baseline}'s {path} is not in the DVC cache ({type(error).__name__}): "
+                                "`dvc fetch` it, or run `dvc repro` at that revision") from None
+    return data_diff.labeled_rows(*frames)
+
+
+def data_section(baseline: str) -> str:
+    """The review's data section: which movies the changes in metrics/data.json are."""
+    try:
+        return data_diff.changes(_labeled_rows_at(baseline), _labeled_rows_at(None), baseline)
+    except PipelineError as error:
+        return f"No row-by-row comparison: {error}."
+
+
+def review_report(baseline: str, images: list[tuple[str, Path]], image_base: Path, gate: str, data: str) -> str:
+    """The code-review comment: metrics and params of the workspace against ``baseline``, what
+    changed in the data, the plots (images relative to ``image_base``, where the report is
+    read) and the gate."""
     metrics = _table(_dvc("metrics", "diff", baseline, "--md")) or "No metric changed."
     params_ = _table(_dvc("params", "diff", baseline, "--md")) or "No param changed."
     figures = "\n\n".join(
@@ -114,6 +142,7 @@ def review_report(baseline: str, images: list[tuple[str, Path]], image_base: Pat
     ) or "No plots."
     return (
         f"## Recall gate\n\n{gate}\n\n## Metrics against {baseline}\n\n{metrics}\n\n"
+        f"## Data against {baseline}\n\n{data}\n\n"
         f"## Params against {baseline}\n\n{params_}\n\n## Plots: workspace and {baseline}\n\n{figures}\n"
     )
 
@@ -129,7 +158,7 @@ def review(arguments: argparse.Namespace) -> None:
     diff = json.loads(_dvc("metrics", "diff", arguments.baseline, "--all", "--json") or "{}")
     gate, failure = recall_gate(diff, settings, arguments.baseline)
     image_base = arguments.out.parent if arguments.out else Path(".")
-    report = review_report(arguments.baseline, images, image_base, gate)
+    report = review_report(arguments.baseline, images, image_base, gate, data_section(arguments.baseline))
     if arguments.out:
         write_text(report, arguments.out)
     else:
@@ -140,32 +169,37 @@ def review(arguments: argparse.Namespace) -> None:
 
 def publish(arguments: argparse.Namespace) -> None:
     settings = params.load()
-    rows = scoring.labeled(
+    labeled = scoring.labeled(
         pl.read_parquet(paths.OUT_OF_FOLD), pl.read_parquet(paths.PREDICTIONS), settings.evaluate.threshold
     ).with_columns(model_sha256=pl.lit(hashlib.sha256(paths.MODEL.read_bytes()).hexdigest()))
     table = database.identifier(arguments.table or settings.publish.table)
     with database.connect() as conn:
         written = database.replace_rows(
-            conn, table, scoring.predictions_table(table), rows.iter_slices(settings.publish.batch_rows)
+            conn, table, scoring.predictions_table(table), labeled.iter_slices(settings.publish.batch_rows)
         )
     log.info("%d labeled movies -> %s (threshold %.2f; training rows scored out of fold)",
              written, arguments.table or settings.publish.table, settings.evaluate.threshold)
 
 
-def _unlabeled_rows(table_name: str, scorer: scoring.Scorer, batch_rows: int) -> Iterator[pl.DataFrame]:
-    """Rows of a table in the atp.training shape that have no label (all rows if it has no label column)."""
+def _table_rows(table_name: str, scorer: scoring.Scorer, settings: params.Params, every: bool) -> Iterator[pl.DataFrame]:
+    """Rows of a table in the atp.training shape with their label and kind: the backlog
+    (stages/rows.py: kept media types that are not training rows), or ``every`` row."""
     table = database.identifier(table_name)
-    needed = scoring.required_columns(scorer.spec)
+    needed = [*scoring.required_columns(scorer.spec), "media_type"]
     with database.connect() as conn:
         available = database.table_columns(conn, table)
         missing = [c for c in needed if c not in available]
         if missing:
             raise PipelineError(f"table {table_name} lacks required column(s) {', '.join(missing)}")
-        columns = [schema.BY_NAME[c] for c in needed]
-        unlabeled = sql.SQL("label IS NULL") if "label" in available else None
-        query = database.select_query(table, columns, available, unlabeled)
-        with closing(database.read_frames(conn, query, columns, batch_rows)) as frames:
-            yield from frames
+        # the label and the flags that decide a row's kind, where the table has them
+        columns = [c for c in schema.COLUMNS if c.name in needed or (c.name in rows.DECIDING and c.name in available)]
+        query = database.select_query(table, columns, available)
+        with closing(database.read_frames(conn, query, columns, settings.publish.batch_rows)) as frames:
+            for frame in frames:
+                if "label" not in frame.columns:  # a table of new movies only
+                    frame = frame.with_columns(label=pl.lit(None, pl.String))
+                classified = rows.classify(frame, settings.prep)
+                yield classified if every else classified.filter(rows.BACKLOG)
 
 
 def _file_rows(path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:
@@ -186,13 +220,20 @@ def predict(arguments: argparse.Namespace) -> None:
     scorer = scoring.Scorer.load(paths.FEATURES, paths.NORMALIZATION, paths.MODEL)
     batch_rows = settings.publish.batch_rows
     if arguments.from_db:
-        rows = _unlabeled_rows(arguments.table or settings.extract.table, scorer, batch_rows)
+        batches = _table_rows(arguments.table or settings.extract.table, scorer, settings, arguments.all)
+        kept = ["label", rows.KIND]
     elif arguments.input:
-        rows = _file_rows(arguments.input, batch_rows)
+        batches = _file_rows(arguments.input, batch_rows)
+        kept = []
     else:
         raise PipelineError("predict needs an input parquet file or --from-db")
-    written = write_parquet_batches((scorer.scored(batch, settings.evaluate.threshold) for batch in rows), arguments.out)
-    log.info("%d rows scored -> %s (threshold %.2f)", written, arguments.out, settings.evaluate.threshold)
+    written = write_parquet_batches(
+        (scorer.scored(batch, settings.evaluate.threshold).with_columns(batch.select(kept)) for batch in batches),
+        arguments.out,
+    )
+    which = "every row" if arguments.all else "the backlog (no label, or a label no person confirmed)"
+    log.info("%d rows scored -> %s (threshold %.2f; %s)", written, arguments.out, settings.evaluate.threshold,
+             which if arguments.from_db else arguments.input)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -244,8 +285,10 @@ def parser() -> argparse.ArgumentParser:
     source = scorer.add_mutually_exclusive_group(required=True)
     source.add_argument("input", nargs="?", type=Path, help="parquet file of raw rows")
     source.add_argument("--from-db", action="store_true",
-                        help="score the rows of --table (default extract.table) that have no label yet")
+                        help="score the backlog of --table (default extract.table): rows of prep.media_types with "
+                        "no label or a label no person confirmed (reviewed FALSE); the output keeps label and kind")
     scorer.add_argument("--table", help="schema-qualified table for --from-db")
+    scorer.add_argument("--all", action="store_true", help="with --from-db: score every row, training rows too")
     scorer.add_argument("-o", "--out", type=Path, required=True, help="output parquet file")
     scorer.set_defaults(handler=predict)
     return root

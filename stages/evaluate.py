@@ -1,5 +1,6 @@
 """evaluate: the model on hold-out rows only, at evaluate.threshold: the metrics
-contract, per-row predictions, DVC plot data and the owner's review lists."""
+contract, per-row predictions, DVC plot data; and the owner's review lists, from the
+training rows' out-of-fold probabilities (never from the hold-out, which they would bias)."""
 
 import logging
 
@@ -55,8 +56,13 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def review(scored: pl.DataFrame, threshold: float, below: float) -> str:
-    """Markdown for the owner's relabelling: false negatives, then the items just below the threshold."""
+def review(training: pl.DataFrame, hold_out: pl.DataFrame, threshold: float, below: float) -> str:
+    """Markdown for the owner's relabelling: the training rows' false negatives, then those just
+    below the threshold, by out-of-fold probability (``predictions`` of train_oof.parquet).
+
+    Hold-out rows are counted, never listed: relabeling exactly the rows the model gets wrong
+    there would move the test set toward the model's view.
+    """
     def table(rows: pl.DataFrame) -> str:
         lines = ["| probability | title | imdb_id | label |", "|---:|---|---|---|"]
         lines += [
@@ -66,10 +72,14 @@ def review(scored: pl.DataFrame, threshold: float, below: float) -> str:
         ]
         return "\n".join(lines) if rows.height else "(none)"
 
-    false_negatives = scored.filter(pl.col("cm_value") == "FN")
-    near = scored.filter((pl.col("probability") < threshold) & (pl.col("probability") >= threshold - below))
+    false_negatives = training.filter(pl.col("cm_value") == "FN")
+    near = training.filter((pl.col("probability") < threshold) & (pl.col("probability") >= threshold - below))
+    held_back = hold_out.filter(pl.col("cm_value") == "FN").height
     return (
-        f"# Review lists (hold-out rows, threshold {threshold:g})\n\n"
+        f"# Review lists (training rows, out-of-fold probabilities, threshold {threshold:g})\n\n"
+        "Each probability comes from a cross-validation model that did not see the row. "
+        f"The hold-out's {held_back} false negatives are not listed, so that relabeling leaves the test set "
+        "as the model found it.\n\n"
         f"## False negatives: would watch, scored below {threshold:g} ({false_negatives.height})\n\n"
         f"{table(false_negatives)}\n\n"
         f"## Just below the threshold: {threshold - below:g} <= probability < {threshold:g} ({near.height})\n\n"
@@ -93,7 +103,9 @@ def main() -> None:
     write_parquet(scored, paths.PREDICTIONS)
     for path, rows in plots.items():
         write_json(rows, path)
-    write_text(review(scored, settings.threshold, settings.review_below), paths.REVIEW)
+    out_of_fold = pl.read_parquet(paths.OUT_OF_FOLD)
+    training = predictions(out_of_fold, out_of_fold.get_column("probability").to_numpy(), settings.threshold)
+    write_text(review(training, scored, settings.threshold, settings.review_below), paths.REVIEW)
     log.info("hold-out at %.2f: recall %.3f precision %.3f f2 %.3f AP %.3f (%d rows)", settings.threshold,
              scores["recall"], scores["precision"], scores["f2"], scores["average_precision"], scores["n_test"])
 

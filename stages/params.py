@@ -17,7 +17,7 @@ from pydantic.fields import FieldInfo
 from stages import paths
 from stages.errors import PipelineError
 
-MediaType = Literal["movie", "tv_show", "tv_season"]
+MediaType = Literal["movie", "tv_show", "tv_season", "tv_episode_pack"]
 ListColumn = Literal["origin_country", "production_countries", "spoken_languages", "genre", "production_companies"]
 CategoricalColumn = Literal["production_status", "original_language"]
 ZeroUnknownColumn = Literal["budget", "revenue", "runtime"]
@@ -58,6 +58,7 @@ class ExtractParams(_Section):
 class PrepParams(_Section):
     media_types: Annotated[list[MediaType], Field(min_length=1)]
     drop_anomalous: bool
+    include_unreviewed: bool
     zero_as_unknown: list[ZeroUnknownColumn]
     list_columns: list[ListColumn]
     categorical_columns: list[CategoricalColumn]

@@ -13,6 +13,8 @@ PREPARED_TEST = Path("data/prepared/test.parquet")
 PREPARED_TRAIN_RAW = Path("data/prepared/train_raw.parquet")
 NORMALIZATION = Path("models/normalization.json")
 FEATURES = Path("models/features.json")
+# what the data holds: rows read, label states, training and hold-out rows by label
+DATA_METRICS = Path("metrics/data.json")
 
 ANALYSIS_METRICS = Path("metrics/analysis.json")
 ANALYSIS_REPORT = Path("reports/analysis")  # report.md and plots/*.png

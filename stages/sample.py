@@ -1,7 +1,11 @@
 """A synthetic atp.training, so the whole pipeline runs with no database.
 
-Shaped like the real table: its columns and types, about one would_watch in ten
-movies, a few tv_show/tv_season rows, the real rates of NULL and of 0-as-unknown,
+Shaped like the table as deployed today: its columns and types, about one
+would_watch in ten movies, a few tv_show/tv_season/tv_episode_pack rows, the
+flags (reviewed, human_labeled, anomalous), and what the media pipeline leaves
+between reviews: rows labeled by its model and not reviewed (here the label
+disagrees with the owner's preferences, so training on them shows), and new
+arrivals with no label yet;  the real rates of NULL and of 0-as-unknown,
 list columns with TMDB genres and ISO codes, NULL arrays. Calibrated on the
 real export's aggregates only (rates, quantiles, value frequencies); no real
 row, title or id is here. Labels follow the owner's stated preferences (seed
@@ -46,6 +50,7 @@ STATUSES_TV = {"Returning Series": 0.75, "Ended": 0.25}
 # Rates in the real export, movies only unless noted.
 P_TV_SHOW = 0.008
 P_TV_SEASON = 0.004
+P_TV_EPISODE_PACK = 0.002
 P_POSITIVE = 0.102
 P_BUDGET_KNOWN = 0.20
 P_RUNTIME_ZERO = 0.034
@@ -60,6 +65,9 @@ P_TRANSLATED_TITLE = 0.22
 # Flags of newer deployments: a few items verified but always mispredicted.
 P_ANOMALOUS = 0.005
 P_HUMAN_LABELED = 0.02
+# Between two reviews (realdb.py --today: 300 pipeline-labeled and 150 new of 4,200 rows).
+P_UNREVIEWED = 0.07
+P_UNLABELED = 0.035
 
 _WORDS = (
     "silent harbor midnight glass river crown ember winter orchard signal hollow "
@@ -76,9 +84,8 @@ _CREATED = datetime(2025, 1, 1, tzinfo=timezone.utc)
 def generate(rows: int, seed: int) -> pl.DataFrame:
     """``rows`` synthetic rows of atp.training, the same for the same seed."""
     rng = np.random.default_rng(seed)
-    media_type = rng.choice(
-        list(schema.MEDIA_TYPES), size=rows, p=[1 - P_TV_SHOW - P_TV_SEASON, P_TV_SHOW, P_TV_SEASON]
-    )
+    tv = (P_TV_SHOW, P_TV_SEASON, P_TV_EPISODE_PACK)
+    media_type = rng.choice(list(schema.MEDIA_TYPES), size=rows, p=[1 - sum(tv), *tv])
     movie = media_type == "movie"
     popularity = rng.normal(size=rows)
     quality = rng.normal(size=rows)
@@ -87,6 +94,7 @@ def generate(rows: int, seed: int) -> pl.DataFrame:
     lists = _lists(rng, popularity, movie)
     texts = _texts(rng, rows)
     label = _labels(rng, numbers, lists, movie)
+    reviewed, label = _review_state(rng, label)
 
     frame = pl.DataFrame(
         {
@@ -97,8 +105,9 @@ def generate(rows: int, seed: int) -> pl.DataFrame:
             **texts,
             **numbers,
             **lists,
-            "human_labeled": rng.random(rows) < P_HUMAN_LABELED,
-            "anomalous": movie & (rng.random(rows) < P_ANOMALOUS),
+            "human_labeled": reviewed & (rng.random(rows) < P_HUMAN_LABELED),
+            "anomalous": movie & reviewed & (rng.random(rows) < P_ANOMALOUS),
+            "reviewed": reviewed,
             "created_at": [_CREATED] * rows,
             "updated_at": [_CREATED] * rows,
         },
@@ -294,6 +303,18 @@ def _labels(rng: np.random.Generator, numbers: dict, lists: dict, movie: np.ndar
     # Series are mostly kept (41 of 45 in the real table).
     positive = np.where(movie, positive, rng.random(movie.size) < 0.9)
     return np.where(positive, schema.POSITIVE_LABEL, "would_not_watch").tolist()
+
+
+def _review_state(rng: np.random.Generator, label: list[str]) -> tuple[np.ndarray, list[str | None]]:
+    """Which rows a person reviewed, and the labels as the table holds them: a row nobody
+    reviewed carries the media pipeline's answer (here the opposite of the owner's) or,
+    for a new arrival, no label."""
+    state = rng.random(len(label))
+    unreviewed = state < P_UNREVIEWED
+    unlabeled = (state >= P_UNREVIEWED) & (state < P_UNREVIEWED + P_UNLABELED)
+    opposite = {schema.POSITIVE_LABEL: "would_not_watch", "would_not_watch": schema.POSITIVE_LABEL}
+    held = [None if new else opposite[value] if wrong else value for value, wrong, new in zip(label, unreviewed, unlabeled)]
+    return ~(unreviewed | unlabeled), held
 
 
 def _offset_for_rate(logit: np.ndarray, rate: float) -> float:

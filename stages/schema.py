@@ -11,7 +11,7 @@ import polars as pl
 from stages.errors import PipelineError
 
 LABELS = ("would_watch", "would_not_watch")
-MEDIA_TYPES = ("movie", "tv_show", "tv_season")
+MEDIA_TYPES = ("movie", "tv_show", "tv_season", "tv_episode_pack")
 POSITIVE_LABEL = "would_watch"
 
 
@@ -54,9 +54,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("metascore", pl.Int16(), "int2"),
     Column("imdb_rating", pl.Float64(), "float8"),
     Column("imdb_votes", pl.Int64(), "int8"),
-    # Only newer deployments have the two flags.
+    # Only newer deployments have the flags (stages/rows.py says what they decide).
     Column("human_labeled", pl.Boolean(), "bool", required=False),
     Column("anomalous", pl.Boolean(), "bool", required=False),
+    Column("reviewed", pl.Boolean(), "bool", required=False),
     Column("created_at", pl.Datetime("us", "UTC"), "timestamptz"),
     Column("updated_at", pl.Datetime("us", "UTC"), "timestamptz"),
 )
@@ -72,8 +73,9 @@ PRODUCTION_TYPES = {
     "original_media_title": "VARCHAR(255)", "tagline": "VARCHAR(255)", "overview": "TEXT",
 }
 
-# The table declares these NOT NULL; a row without them cannot be used at all.
-NOT_NULL = ("imdb_id", "label", "media_type")
+# The table declares these NOT NULL; a row without them cannot be used at all. A label may
+# be NULL (a new arrival not scored or reviewed yet): such a row is never a training row.
+NOT_NULL = ("imdb_id", "media_type")
 
 BY_NAME = {column.name: column for column in COLUMNS}
 LIST_COLUMNS = tuple(c.name for c in COLUMNS if isinstance(c.dtype, pl.List))

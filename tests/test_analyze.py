@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from stages import analysis, analyze, extract, paths, prep, sample
+from stages import analysis, analyze, extract, paths, prep, rows, sample
 from tests.test_prep import SETTINGS
 
 
@@ -41,7 +41,7 @@ def test_categories_group_rare_values_and_nulls() -> None:
 
 @pytest.fixture(scope="module")
 def training_rows() -> pl.DataFrame:
-    return prep.select_rows(sample.generate(1200, 5), SETTINGS.prep).drop("media_type")
+    return prep.training_rows(rows.classify(sample.generate(1200, 5), SETTINGS.prep)).drop("media_type")
 
 
 def dtypes() -> dict[str, str]:

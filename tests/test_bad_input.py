@@ -169,12 +169,18 @@ DATA_CASES = {
     ),
     "no movies after filtering": (
         lambda raw: raw.with_columns(media_type=pl.lit("tv_show").cast(raw.schema["media_type"])),
-        "error: prep: no rows left of {n}: prep.media_types = ['movie'], prep.drop_anomalous = true; "
-        "the raw media types: tv_show",
+        "error: prep: no training rows among {n}: {labeled} labeled, prep.media_types = ['movie'], "
+        "prep.drop_anomalous = true, prep.include_unreviewed = false; the raw media types: tv_show",
     ),
     "a single class": (
         lambda raw: raw.with_columns(label=pl.lit("would_not_watch").cast(raw.schema["label"])),
-        "error: column label: all {movies} kept rows are would_not_watch; the model needs both would_watch and would_not_watch",
+        "error: column label: all {training} training rows are would_not_watch; the model needs both would_watch and would_not_watch",
+    ),
+    "no confirmed label": (
+        lambda raw: raw.with_columns(reviewed=pl.lit(False)),
+        "error: column reviewed: none of the {labeled} labeled rows is reviewed (TRUE), so no label was confirmed by a "
+        "person; confirm labels in the review screens, or set prep.include_unreviewed: true to train on the {labeled} "
+        "unconfirmed labels",
     ),
 }
 
@@ -186,8 +192,9 @@ def test_bad_data_stops_prep_with_one_line(stage_dir: Path, case: str) -> None:
     (stage_dir / paths.RAW).unlink()  # a new file, not a write through DVC's cache link
     change(raw).write_parquet(stage_dir / paths.RAW)
     before = snapshot(stage_dir)
-    movies = raw.filter(pl.col("media_type") == "movie", ~pl.col("anomalous")).height
-    expected = line.format(id3=raw.item(3, "imdb_id"), n=raw.height, movies=movies)
+    labeled = raw.filter(pl.col("label").is_not_null())
+    training = labeled.filter(pl.col("media_type") == "movie", ~pl.col("anomalous"), pl.col("reviewed")).height
+    expected = line.format(id3=raw.item(3, "imdb_id"), n=raw.height, labeled=labeled.height, training=training)
     assert refused(run(stage_dir, "prep")) == expected
     assert snapshot(stage_dir) == before
 
@@ -214,6 +221,20 @@ def test_arrays_with_null_elements_are_read_and_encoded(stage_dir: Path) -> None
 
 
 # ---- the database: extract from a real PostgreSQL ------------------------------------
+
+def test_a_table_whose_reviewed_column_holds_no_true_stops_prep(from_postgres: Path, atp_db: str) -> None:
+    raw = _raw(from_postgres).head(200)
+    insert_rows(atp_db, raw.with_columns(reviewed=pl.lit(False)))  # today's DDL, nothing confirmed yet
+    assert run(from_postgres, "extract").returncode == 0
+    before = snapshot(from_postgres)
+    labeled = raw.filter(pl.col("label").is_not_null()).height
+    assert refused(run(from_postgres, "prep")) == (
+        f"error: column reviewed: none of the {labeled} labeled rows is reviewed (TRUE), so no label was confirmed "
+        "by a person; confirm labels in the review screens, or set prep.include_unreviewed: true to train on the "
+        f"{labeled} unconfirmed labels"
+    )
+    assert snapshot(from_postgres) == before
+
 
 @pytest.fixture
 def from_postgres(stage_dir: Path, atp_db: str) -> Path:
@@ -252,8 +273,8 @@ def test_database_shape_errors(from_postgres: Path, atp_db: str, statement: str,
 
 
 def test_a_table_without_the_optional_flag_columns_extracts(from_postgres: Path, atp_db: str) -> None:
-    execute(atp_db, "ALTER TABLE atp.training DROP COLUMN human_labeled, DROP COLUMN anomalous")
-    insert_rows(atp_db, _raw(from_postgres).head(30).drop("human_labeled", "anomalous"))
+    execute(atp_db, "ALTER TABLE atp.training DROP COLUMN human_labeled, DROP COLUMN anomalous, DROP COLUMN reviewed")
+    insert_rows(atp_db, _raw(from_postgres).head(30).drop("human_labeled", "anomalous", "reviewed"))
     result = run(from_postgres, "extract")
     assert result.returncode == 0, result.stderr
     assert "anomalous" not in _raw(from_postgres).columns and _raw(from_postgres).height == 30

@@ -73,6 +73,9 @@ def test_review_images_are_png_files_named_after_the_plots(tmp_path) -> None:
 
 # ---- publish and predict against a real PostgreSQL ---------------------------------------
 
+PREDICTION_DDL = REPO / "tests" / "data" / "atp_prediction.sql"
+
+
 def run_cli(*arguments: str) -> None:
     parsed = cli.parser().parse_args(list(arguments))
     parsed.handler(parsed)
@@ -131,15 +134,23 @@ def test_a_publish_that_fails_midway_leaves_the_previous_rows(in_pipeline, atp_d
     assert published(atp_db).equals(before)
 
 
-def test_publish_adds_the_new_columns_to_the_owners_older_table(in_pipeline, atp_db: str) -> None:
+def test_publish_fills_the_owners_table_under_its_review_view(in_pipeline, atp_db: str) -> None:
+    # the owner's atp.prediction and the atp.movies view on it, as production has them
+    insert_rows(atp_db, pl.read_parquet(paths.RAW))
     with psycopg.connect(atp_db, autocommit=True) as conn:
-        conn.execute("CREATE TABLE atp.prediction (imdb_id VARCHAR(10) PRIMARY KEY, prediction SMALLINT NOT NULL, "
-                     "probability DOUBLE PRECISION NOT NULL, cm_value CHAR(2) NOT NULL, "
-                     "created_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        conn.execute(PREDICTION_DDL.read_text())
     run_cli("publish")
-    assert published(atp_db).get_column("model_sha256").unique().to_list() == [
-        hashlib.sha256(paths.MODEL.read_bytes()).hexdigest()
-    ]
+    rows = published(atp_db)
+    assert rows.get_column("model_sha256").unique().to_list() == [hashlib.sha256(paths.MODEL.read_bytes()).hexdigest()]
+    with psycopg.connect(atp_db) as conn:
+        shown = conn.execute("SELECT imdb_id, label, reviewed, probability, cm_value FROM atp.movies ORDER BY imdb_id").fetchall()
+        kinds = conn.execute("SELECT data_type FROM information_schema.columns WHERE table_schema = 'atp' "
+                             "AND table_name = 'prediction' AND column_name = 'probability'").fetchone()
+    # the review screens list every published movie, each a training row: labeled and reviewed
+    assert len(shown) == rows.height and [row[0] for row in shown] == rows.get_column("imdb_id").to_list()
+    assert all(label is not None and reviewed for _, label, reviewed, _, _ in shown)
+    assert kinds == ("numeric",)  # the owner's DECIMAL column kept its type
+    assert [float(row[3]) for row in shown] == [float(p) for p in rows.get_column("probability")]
 
 
 # A publisher that stops after its first batch and waits to be killed.
@@ -227,22 +238,28 @@ def test_two_publishers_at_once_one_wins_whole(in_pipeline, atp_db: str) -> None
     assert final.get_column("imdb_id").to_list() == sorted(second.get_column("imdb_id").to_list())
 
 
-def test_predict_from_the_database_scores_unlabeled_rows(in_pipeline, atp_db: str, tmp_path) -> None:
-    raw = pl.read_parquet(paths.RAW).head(40)
-    with psycopg.connect(atp_db, autocommit=True) as conn:
-        conn.execute("CREATE TABLE atp.candidates (LIKE atp.training INCLUDING ALL)")
-        conn.execute("ALTER TABLE atp.candidates ALTER COLUMN label DROP NOT NULL")
-    unlabeled = raw.with_columns(label=pl.when(pl.int_range(pl.len()) < 15).then(None).otherwise(pl.col("label")))
-    insert_rows(atp_db, unlabeled, table="atp.candidates")
+def test_predict_from_the_database_scores_the_backlog(in_pipeline, atp_db: str, tmp_path) -> None:
+    raw = pl.read_parquet(paths.RAW)
+    insert_rows(atp_db, raw)
+    backlog = raw.filter(pl.col("media_type") == "movie", pl.col("label").is_null() | ~pl.col("reviewed"))
+    assert backlog.get_column("label").null_count() > 0 and backlog.get_column("label").drop_nulls().len() > 0
 
     out = tmp_path / "scored.parquet"
-    run_cli("predict", "--from-db", "--table", "atp.candidates", "-o", str(out))
+    run_cli("predict", "--from-db", "-o", str(out))
     scored = pl.read_parquet(out)
-    assert scored.get_column("imdb_id").to_list() == sorted(raw.head(15).get_column("imdb_id").to_list())
-    direct = scoring.Scorer.load(paths.FEATURES, paths.NORMALIZATION, paths.MODEL).scored(raw.head(15), 0.35).sort("imdb_id")
+    assert scored.get_column("imdb_id").to_list() == backlog.get_column("imdb_id").to_list()
+    assert scored.get_column("label").to_list() == backlog.get_column("label").cast(pl.String).to_list()
+    assert scored.get_column("kind").cast(pl.String).to_list() == [
+        "unlabeled" if label is None else "unreviewed" for label in backlog.get_column("label")
+    ]
+    direct = scoring.Scorer.load(paths.FEATURES, paths.NORMALIZATION, paths.MODEL).scored(backlog, 0.35)
     assert scored.get_column("probability").to_list() == pytest.approx(direct.get_column("probability").to_list(), abs=1e-6)
 
+    run_cli("predict", "--from-db", "--all", "-o", str(out))
+    assert pl.read_parquet(out).height == raw.height
+
     with psycopg.connect(atp_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE atp.candidates AS SELECT * FROM atp.training")
         conn.execute("ALTER TABLE atp.candidates DROP COLUMN genre")
     with pytest.raises(PipelineError, match=r"table atp.candidates lacks required column\(s\) genre"):
         run_cli("predict", "--from-db", "--table", "atp.candidates", "-o", str(out))

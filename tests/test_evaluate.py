@@ -21,7 +21,10 @@ def test_predictions_carry_the_confusion_cell() -> None:
 
 
 def test_review_lists_false_negatives_and_the_items_just_below() -> None:
-    text = evaluate.review(evaluate.predictions(TEST, PROBABILITIES, 0.35), 0.35, 0.15)
+    hold_out = evaluate.predictions(TEST.with_columns(imdb_id=pl.col("imdb_id") + "9"), PROBABILITIES[::-1], 0.35)
+    text = evaluate.review(evaluate.predictions(TEST, PROBABILITIES, 0.35), hold_out, 0.35, 0.15)
+    # the hold-out is counted (two false negatives), never listed
+    assert "hold-out's 2 false negatives are not listed" in text and "tt10000019" not in text
     false_negatives, near = text.split("## Just below")
     assert "(2)" in false_negatives
     assert false_negatives.index("Sleeper \\| Cut") < false_negatives.index("Far")  # highest first, pipes escaped

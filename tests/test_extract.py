@@ -55,13 +55,13 @@ def from_postgres(workdir, atp_db: str) -> str:
 @pytest.mark.parametrize("flags", [True, False], ids=["with-flags", "without-flags"])
 def test_awkward_rows_come_out_exactly(from_postgres: str, flags: bool) -> None:
     if not flags:
-        execute(from_postgres, "ALTER TABLE atp.training DROP COLUMN human_labeled, DROP COLUMN anomalous")
+        execute(from_postgres, "ALTER TABLE atp.training DROP COLUMN human_labeled, DROP COLUMN anomalous, DROP COLUMN reviewed")
     execute(from_postgres, AWKWARD_ROWS)
 
     raw = run_extract()
 
     assert raw.get_column("imdb_id").to_list() == ["tt00000003", "tt0000001", "tt0000002"]  # byte order
-    assert ("anomalous" in raw.columns) is flags and ("human_labeled" in raw.columns) is flags
+    assert ("anomalous" in raw.columns) is flags and ("human_labeled" in raw.columns) is flags and ("reviewed" in raw.columns) is flags
     assert raw.schema == {c.name: c.dtype for c in schema.COLUMNS if flags or c.required}
     all_null, empty, null_elements = raw.iter_rows(named=True)
     assert [empty[c] for c in schema.LIST_COLUMNS] == [[]] * 5
@@ -77,6 +77,7 @@ def test_awkward_rows_come_out_exactly(from_postgres: str, flags: bool) -> None:
     assert (empty["label"], all_null["media_type"]) == ("would_watch", "tv_season")
     if flags:
         assert raw.get_column("anomalous").to_list() == [False, False, False]
+        assert raw.get_column("reviewed").to_list() == [False, False, False]  # the column's default
 
 
 AWKWARD_TEXT = r"""
@@ -237,31 +238,82 @@ def test_connection_error_is_one_line_without_the_password(workdir, monkeypatch,
     assert not paths.RAW.exists()
 
 
-@pytest.mark.parametrize("flags", ["none", "clear", "anomalous"])
-def test_real_export_round_trips_through_postgres(workdir, from_postgres: str, real_export: pl.DataFrame, flags: str) -> None:
-    from stages import params, prep
+# The deployments the owner has had, as DDL changes on today's table (tests/data/atp_training.sql).
+DEPLOYMENTS = {
+    # older: no flag columns, label NOT NULL; every labeled row counts as reviewed
+    "noflags": ("ALTER TABLE atp.training DROP COLUMN human_labeled, DROP COLUMN anomalous, DROP COLUMN reviewed, "
+                "ALTER COLUMN label SET NOT NULL",),
+    # between: human_labeled and anomalous, no reviewed
+    "no-reviewed": ("ALTER TABLE atp.training DROP COLUMN reviewed",),
+    # today, as realdb.py --today leaves it: the export reviewed, the pipeline's rows not
+    "today": (),
+    "today-anomalous": (),
+}
 
-    insert_rows(from_postgres, real_export)
-    if flags == "none":
-        execute(from_postgres, "ALTER TABLE atp.training DROP COLUMN human_labeled, DROP COLUMN anomalous")
-    if flags == "anomalous":  # as realdb.py --flags does: 20 movies marked
+
+def pipeline_rows(movies: pl.DataFrame, count: int, first_id: int, seed: int, labeled: bool) -> pl.DataFrame:
+    """New rows shaped like real movies under new ids, as the media pipeline leaves them
+    (realdb.py --today): its model's label (here the opposite of the owner's), or none."""
+    drawn = movies.sample(count, seed=seed).with_columns(
+        imdb_id=pl.format("tt{}", pl.int_range(first_id, first_id + count)), tmdb_id=pl.int_range(first_id, first_id + count),
+    )
+    flipped = pl.when(pl.col("label") == "would_watch").then(pl.lit("would_not_watch")).otherwise(pl.lit("would_watch"))
+    return drawn.with_columns(label=flipped if labeled else pl.lit(None, pl.String))
+
+
+def load_deployment(dsn: str, real_export: pl.DataFrame, deployment: str) -> None:
+    execute(dsn, *DEPLOYMENTS[deployment])
+    insert_rows(dsn, real_export)
+    if deployment.startswith("today"):
+        execute(dsn, "UPDATE atp.training SET reviewed = true")
+        movies = real_export.filter(pl.col("media_type") == "movie").with_columns(pl.col("label").cast(pl.String))
+        insert_rows(dsn, pipeline_rows(movies, 300, 97000000, 1, labeled=True))  # reviewed defaults to FALSE
+        insert_rows(dsn, pipeline_rows(movies, 150, 97100000, 2, labeled=False))
+    if deployment == "today-anomalous":  # as realdb.py --flags does: 20 movies marked
         execute(
-            from_postgres,
+            dsn,
             "UPDATE atp.training SET anomalous = true WHERE imdb_id IN "
             "(SELECT imdb_id FROM atp.training WHERE media_type = 'movie' ORDER BY imdb_id LIMIT 20)",
         )
 
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_real_export_round_trips_through_postgres(workdir, from_postgres: str, real_export: pl.DataFrame, deployment: str) -> None:
+    from stages import params, prep, rows
+
+    load_deployment(from_postgres, real_export, deployment)
+
     raw = run_extract()
 
-    assert raw.height == 3750
+    assert raw.height == 3750 + (450 if deployment.startswith("today") else 0)
     as_text = pl.col(pl.Enum, pl.Categorical).cast(pl.String)
     expected = real_export.sort("imdb_id").with_columns(as_text)
-    assert raw.select(real_export.columns).with_columns(as_text).equals(expected)
-    movies = prep.select_rows(raw, params.load().prep)
-    flagged = real_export.filter(pl.col("media_type") == "movie").sort("imdb_id").head(20 if flags == "anomalous" else 0)
+    exported = raw.filter(pl.col("imdb_id").is_in(real_export.get_column("imdb_id").implode()))
+    assert exported.select(real_export.columns).with_columns(as_text).equals(expected)
+    movies = prep.training_rows(rows.classify(raw, params.load().prep))
+    flagged = real_export.filter(pl.col("media_type") == "movie").sort("imdb_id").head(20 if deployment == "today-anomalous" else 0)
     flagged_positive = flagged.filter(pl.col("label") == "would_watch").height
+    # exactly the reviewed movies: none of the pipeline's 450 rows
     assert movies.height == 3705 - flagged.height
     assert movies.get_column("label").sum() == 379 - flagged_positive
+    real_movies = set(real_export.filter(pl.col("media_type") == "movie").get_column("imdb_id"))
+    assert set(movies.get_column("imdb_id")) == real_movies - set(flagged.get_column("imdb_id"))
+
+
+@pytest.mark.slow
+def test_todays_table_prepares_the_same_bytes_as_the_older_one(workdir, from_postgres: str, real_export: pl.DataFrame) -> None:
+    """The 450 rows the media pipeline added (300 scored, 150 new) change nothing that trains."""
+    from stages import prep
+
+    outputs = (paths.PREPARED_TRAIN, paths.PREPARED_TEST, paths.PREPARED_TRAIN_RAW, paths.FEATURES, paths.NORMALIZATION)
+    digests = {}
+    for deployment in ("noflags", "today"):
+        execute(from_postgres, "DROP SCHEMA atp CASCADE", (REPO / "tests" / "data" / "atp_training.sql").read_text())
+        load_deployment(from_postgres, real_export, deployment)
+        run_extract()
+        prep.main()
+        digests[deployment] = {path: sha256(path) for path in outputs}
+    assert digests["today"] == digests["noflags"]
 
 
 def test_sample_source_is_byte_identical(workdir) -> None:

@@ -56,7 +56,7 @@ def test_good_values(section: str, key: str, value: object) -> None:
         ("extract", "batch_rows", 0, "extract.batch_rows = 0"),
         ("extract", "sample_rows", "many", "extract.sample_rows = 'many'"),
         ("prep", "media_types", [], "prep.media_types = []"),
-        ("prep", "media_types", ["film"], "prep.media_types.0 = 'film': Input should be 'movie', 'tv_show' or 'tv_season'"),
+        ("prep", "media_types", ["film"], "prep.media_types.0 = 'film': Input should be 'movie', 'tv_show', 'tv_season' or 'tv_episode_pack'"),
         ("prep", "list_columns", ["genre", "genre"], "values must not repeat"),
         ("prep", "zero_as_unknown", ["imdb_votes"], "prep.zero_as_unknown.0 = 'imdb_votes'"),
         ("prep", "min_count", 0, "prep.min_count = 0"),

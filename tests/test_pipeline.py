@@ -4,10 +4,12 @@ import ast
 import json
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
@@ -189,6 +191,9 @@ def test_the_users_dvc_flows(repo_copy: Path) -> None:
     report = review.stdout
     assert report.startswith("## Recall gate\n\nhold-out recall ") and "## Params against main" in report
     assert "## Metrics against main" in report and "| params.yaml | scale_pos_weight" in report
+    # the data did not move: the data section says so, row by row
+    assert "## Data against main\n\nTraining rows: " in report and "; 0 added, 0 removed." in report
+    assert "0 labels changed: 0 to would_watch, 0 to would_not_watch (0 of them in the hold-out)." in report
     assert report.count("](dvc_plots/review/") == 5 and (repo_copy / "dvc_plots/review/roc.png").exists()
     if review.returncode:  # the gate may fail on a small sample: then one line says why
         assert review.stderr.strip().startswith("error: review: hold-out recall") and "Traceback" not in review.stderr
@@ -217,3 +222,54 @@ def test_the_users_dvc_flows(repo_copy: Path) -> None:
     queued = runs[runs["tags.dvc_exp_name"] == "shallow"]
     assert set(queued["tags.stage"]) == {"train", "evaluate"}
     assert all(uri.startswith((repo_copy / "mlruns").resolve().as_uri()) for uri in queued["artifact_uri"])
+
+
+@pytest.mark.slow
+def test_a_label_flipped_in_the_database_is_named_by_the_next_review(repo_copy: Path, atp_db: str) -> None:
+    """The owner's relabel loop on today's table: a reviewed movie's label changes in the
+    review screens, new arrivals come in; the next `dvc repro` retrains on the change
+    only, and `reel-driver review main` names the movie."""
+    from tests.conftest import insert_rows
+    from tests.test_extract import execute
+
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(args, cwd=repo_copy, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
+        return result
+
+    from stages import sample
+
+    table = sample.generate(1200, 5)
+    insert_rows(atp_db, table)
+    _small_params(repo_copy)
+    settings = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    settings["extract"]["source"] = "postgres"
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    run("git", "checkout", "-q", "-b", "main")
+    run(sys.executable, "-m", "dvc", "repro")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "baseline")
+
+    test_ids = set(pl.read_parquet(repo_copy / "data/prepared/test.parquet").get_column("imdb_id"))
+    flipped = table.filter(pl.col("reviewed"), pl.col("label") == "would_not_watch", pl.col("media_type") == "movie",
+                           ~pl.col("anomalous"), ~pl.col("imdb_id").is_in(list(test_ids))).row(0, named=True)
+    execute(atp_db, f"UPDATE atp.training SET label = 'would_watch', human_labeled = true, reviewed = true "
+                    f"WHERE imdb_id = '{flipped['imdb_id']}'")
+    arrival = table.filter(pl.col("media_type") == "movie").head(1).with_columns(imdb_id=pl.lit("tt80000001"), label=None, reviewed=False)
+    insert_rows(atp_db, arrival)
+
+    output = run(sys.executable, "-m", "dvc", "repro").stdout
+    assert "Running stage 'train'" in output  # a confirmed label changed: that retrains
+    review = subprocess.run([sys.executable, "-m", "stages.cli", "review", "main"], cwd=repo_copy, env=env,
+                            capture_output=True, text=True)
+    report = review.stdout
+    assert "1 labels changed: 1 to would_watch, 0 to would_not_watch (0 of them in the hold-out)." in report
+    assert f"| {flipped['media_title']} | {flipped['imdb_id']} | train | would_watch | would_not_watch |" in report
+    assert "; 0 added, 0 removed." in report  # the new arrival is not a training row
+    assert re.search(r"\| metrics/data\.json +\| labels\.unlabeled +\|", report)  # ... but the data metrics count it

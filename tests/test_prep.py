@@ -5,7 +5,7 @@ import json
 import polars as pl
 import pytest
 
-from stages import features, params, paths, prep, schema
+from stages import features, params, paths, prep, rows, schema
 from stages.errors import PipelineError
 from tests.conftest import REPO
 import yaml
@@ -36,52 +36,113 @@ def raw_rows(**columns: list) -> pl.DataFrame:
     )
 
 
-# ---- select_rows ---------------------------------------------------------------------
+# ---- which rows train ---------------------------------------------------------------
 
 
-def test_select_rows_keeps_media_types_drops_anomalous_and_encodes_label() -> None:
-    raw = raw_rows(
+def classified(settings: params.PrepParams | None = None, **columns: list) -> pl.DataFrame:
+    return rows.classify(raw_rows(**columns), settings or prep_settings())
+
+
+def test_training_rows_keep_media_types_drop_anomalous_and_encode_label() -> None:
+    table = classified(
         media_type=["movie", "tv_show", "movie", "movie", "tv_season"],
         label=["would_watch", "would_watch", "would_not_watch", "would_watch", "would_not_watch"],
         anomalous=[False, False, False, True, False],
     )
-    kept = prep.select_rows(raw, prep_settings())
+    kept = prep.training_rows(table)
     assert kept.get_column("imdb_id").to_list() == ["tt1000000", "tt1000002"]
     assert kept.get_column("label").to_list() == [1, 0]
+    assert rows.KIND not in kept.columns and rows.TRAINING not in kept.columns
 
-    with_flagged = prep.select_rows(raw, prep_settings(drop_anomalous=False, media_types=["movie", "tv_season"]))
+    settings = prep_settings(drop_anomalous=False, media_types=["movie", "tv_season"])
+    with_flagged = prep.training_rows(rows.classify(table.drop(rows.KIND, rows.TRAINING, rows.BACKLOG), settings))
     assert with_flagged.get_column("imdb_id").to_list() == ["tt1000000", "tt1000002", "tt1000003", "tt1000004"]
 
 
-def test_select_rows_without_the_flag_column() -> None:
-    raw = raw_rows(media_type=["movie", "movie"], label=["would_watch", "would_not_watch"])
-    assert "anomalous" not in raw.columns
-    assert prep.select_rows(raw, prep_settings()).get_column("label").to_list() == [1, 0]
+def test_no_reviewed_true_at_all_is_one_error_naming_the_count_and_the_switch() -> None:
+    table = classified(label=["would_watch", "would_not_watch", None], reviewed=[False, None, False])
+    with pytest.raises(PipelineError) as error:
+        prep.check_rows(table, prep_settings())
+    assert str(error.value) == (
+        "column reviewed: none of the 2 labeled rows is reviewed (TRUE), so no label was confirmed by a person; "
+        "confirm labels in the review screens, or set prep.include_unreviewed: true to train on the 2 unconfirmed labels"
+    )
+    # with the switch the same table trains on both
+    settings = prep_settings(include_unreviewed=True)
+    prep.check_rows(classified(settings, label=["would_watch", "would_not_watch", None], reviewed=[False, None, False]), settings)
+
+
+def test_a_table_with_no_label_at_all_has_no_training_rows() -> None:
+    with pytest.raises(PipelineError, match=r"prep: no training rows among 2: 0 labeled"):
+        prep.check_rows(classified(label=[None, None]), prep_settings())
 
 
 # ---- split ---------------------------------------------------------------------------
 
 
-def test_split_is_stratified_seeded_and_sorted() -> None:
-    rows = raw_rows(label=(["would_watch"] * 20 + ["would_not_watch"] * 180)).with_columns(
-        (pl.col("label") == "would_watch").cast(pl.Int8)
-    )
-    train, test = prep.split(rows, params.SplitParams(test_size=0.15, seed=42))
-    assert (train.height, test.height) == (170, 30)
-    assert test.get_column("label").sum() == 3  # 15% of the 20 positives
+def labeled_rows(n: int, positives: int, first: int = 1000000) -> pl.DataFrame:
+    return raw_rows(
+        imdb_id=[f"tt{first + i}" for i in range(n)],
+        label=["would_watch"] * positives + ["would_not_watch"] * (n - positives),
+    ).with_columns((pl.col("label") == "would_watch").cast(pl.Int8))
+
+
+def test_split_is_seeded_sorted_and_close_to_test_size() -> None:
+    table = labeled_rows(4000, 400)
+    train, test = prep.split(table, params.SplitParams(test_size=0.15, seed=42))
+    assert train.height + test.height == 4000
     assert set(train.get_column("imdb_id")).isdisjoint(test.get_column("imdb_id"))
     assert train.get_column("imdb_id").is_sorted() and test.get_column("imdb_id").is_sorted()
-    again, _ = prep.split(rows, params.SplitParams(test_size=0.15, seed=42))
-    other, _ = prep.split(rows, params.SplitParams(test_size=0.15, seed=43))
+    # a Bernoulli(0.15) draw per movie: 600 +- 23 expected, 60 +- 7 positives
+    assert abs(test.height - 600) < 70 and abs(test.get_column("label").sum() - 60) < 21
+    again, _ = prep.split(table, params.SplitParams(test_size=0.15, seed=42))
+    other, _ = prep.split(table, params.SplitParams(test_size=0.15, seed=43))
     assert again.equals(train) and not other.equals(train)
 
 
-def test_split_with_too_few_positives_says_so() -> None:
-    rows = raw_rows(label=["would_watch"] + ["would_not_watch"] * 9).with_columns(
-        (pl.col("label") == "would_watch").cast(pl.Int8)
+def test_a_movie_stays_on_its_side_when_rows_arrive_leave_or_change_label() -> None:
+    settings = params.SplitParams(test_size=0.15, seed=42)
+    before = labeled_rows(2000, 200)
+    _, test = prep.split(before, settings)
+    # 500 new movies, 300 gone, every label flipped: the movies both hold keep their side
+    after = pl.concat([before.slice(300), labeled_rows(500, 50, first=5000000)]).with_columns(label=1 - pl.col("label"))
+    _, test_after = prep.split(after, settings)
+    kept = set(after.get_column("imdb_id"))
+    assert set(test.get_column("imdb_id")) & kept == set(test_after.get_column("imdb_id")) & set(before.get_column("imdb_id"))
+    assert prep.held_out(pl.Series(["tt1000007"]), settings).to_list() == prep.held_out(
+        pl.Series(["tt0000001", "tt1000007"]), settings).to_list()[1:]
+
+
+def test_a_side_without_both_classes_says_so() -> None:
+    table = labeled_rows(10, 1)
+    with pytest.raises(PipelineError, match=r"split: the (training|hold-out) side of split.test_size=0.15 \(seed 42\) holds"):
+        prep.split(table, params.SplitParams(test_size=0.15, seed=42))
+
+
+# ---- data metrics ----------------------------------------------------------------------
+
+
+def test_data_metrics_count_every_kind_of_row() -> None:
+    table = classified(
+        media_type=["movie"] * 7 + ["tv_show", "tv_episode_pack"],
+        label=["would_watch", "would_not_watch", "would_watch", "would_not_watch", None, None, "would_watch",
+               "would_watch", None],
+        reviewed=[True, True, True, False, False, True, True, True, False],
+        anomalous=[False, False, False, False, False, False, True, False, False],
     )
-    with pytest.raises(PipelineError, match=r"split: cannot take a stratified test_size=0.15 hold-out from 10 rows"):
-        prep.split(rows, params.SplitParams(test_size=0.15, seed=42))
+    train = prep.training_rows(table).head(2)
+    test = prep.training_rows(table).tail(1)
+    assert prep.data_metrics(table, train, test, prep_settings()) == {
+        "rows": 9,
+        "media_types": {"movie": 7, "tv_show": 1, "tv_season": 0, "tv_episode_pack": 1},
+        "labels": {"reviewed": 5, "unreviewed": 1, "unlabeled": 3, "reviewed_without_label": 1},
+        "anomalous_dropped": 1,
+        "training": {"rows": 3, "would_watch": 2, "would_not_watch": 1, "unreviewed": 0},
+        "train": {"rows": 2, "would_watch": 1, "would_not_watch": 1},
+        "hold_out": {"rows": 1, "would_watch": 1, "would_not_watch": 0},
+        # the unreviewed movie and the two unlabeled movies (the episode pack is not a kept type)
+        "backlog": 3,
+    }
 
 
 # ---- normalization ---------------------------------------------------------------------
@@ -190,10 +251,53 @@ def test_prep_stage_on_the_sample(workdir) -> None:
     normalization = json.loads(paths.NORMALIZATION.read_text())
     assert train.columns == [*prep.ID_COLUMNS, prep.LABEL, *spec["columns"]] == test.columns
     assert set(train.get_column("imdb_id")).isdisjoint(test.get_column("imdb_id"))
-    assert abs(test.height / (train.height + test.height) - 0.15) < 0.01
+    assert abs(test.height / (train.height + test.height) - 0.15) < 0.02
     rate = train.get_column("label").mean()
     assert 0.08 < rate < 0.13
-    assert abs(test.get_column("label").mean() - rate) < 0.01
+    assert abs(test.get_column("label").mean() - rate) < 0.03
     assert list(normalization) == list(features.CONTINUOUS)
     assert train.get_column("imdb_votes_norm").min() == 0.0 and train.get_column("imdb_votes_norm").max() == 1.0
     assert "genre_drama" in spec["columns"] and not any(c.startswith("production_company") for c in spec["columns"])
+
+
+def test_only_confirmed_labels_reach_the_prepared_rows(workdir) -> None:
+    from stages import extract
+
+    extract.main()
+    prep.main()
+    raw = pl.read_parquet(paths.RAW)
+    prepared_ids = pl.concat([pl.read_parquet(p, columns=["imdb_id"]) for p in (paths.PREPARED_TRAIN, paths.PREPARED_TEST)])
+    confirmed = raw.filter(pl.col("reviewed"), pl.col("label").is_not_null(), ~pl.col("anomalous"), pl.col("media_type") == "movie")
+    # the sample holds unreviewed and unlabeled rows; none of them is prepared
+    assert raw.filter(~pl.col("reviewed")).height > 300
+    assert sorted(prepared_ids.get_column("imdb_id")) == sorted(confirmed.get_column("imdb_id"))
+    data = json.loads(paths.DATA_METRICS.read_text())
+    assert data["training"]["rows"] == confirmed.height == prepared_ids.height
+    assert data["labels"]["unreviewed"] == raw.filter(~pl.col("reviewed"), pl.col("label").is_not_null()).height
+
+
+def test_new_arrivals_and_pipeline_labels_leave_the_prepared_files_byte_identical(workdir) -> None:
+    import hashlib
+
+    from stages import extract
+    from stages.outputs import write_parquet
+
+    extract.main()
+    prep.main()
+    outputs = (paths.PREPARED_TRAIN, paths.PREPARED_TEST, paths.PREPARED_TRAIN_RAW, paths.FEATURES, paths.NORMALIZATION)
+    digest = lambda: {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in outputs}  # noqa: E731
+    before, data_before = digest(), json.loads(paths.DATA_METRICS.read_text())
+
+    raw = pl.read_parquet(paths.RAW)
+    drawn = raw.filter(pl.col("reviewed")).head(60).with_columns(
+        imdb_id=pl.format("tt8{}", pl.int_range(1000000, 1000060)), reviewed=pl.lit(False),
+        label=pl.when(pl.int_range(60) < 30).then(pl.col("label")).otherwise(None),  # 30 scored by the pipeline, 30 new
+    )
+    write_parquet(pl.concat([raw, drawn]).sort("imdb_id"), paths.RAW)
+    prep.main()
+
+    assert digest() == before
+    data_after = json.loads(paths.DATA_METRICS.read_text())
+    assert data_after["labels"]["unreviewed"] == data_before["labels"]["unreviewed"] + 30
+    assert data_after["labels"]["unlabeled"] == data_before["labels"]["unlabeled"] + 30
+    assert data_after["training"] == data_before["training"]

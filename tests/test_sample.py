@@ -7,11 +7,13 @@ import pytest
 from sklearn.metrics import average_precision_score
 from xgboost import XGBClassifier
 
-from stages import features, params, prep, sample, schema
+from stages import features, params, prep, rows, sample, schema
 from tests.test_prep import SETTINGS
 
 MOVIE = pl.col("media_type") == "movie"
 POSITIVE = pl.col("label") == "would_watch"
+# the owner's own labels: the rows a person reviewed (the real export holds only such rows)
+REVIEWED = pl.col("reviewed")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,8 @@ def large() -> pl.DataFrame:
 
 
 def rate(frame: pl.DataFrame, condition: pl.Expr) -> float:
-    return frame.filter(condition).select(POSITIVE.mean()).item()
+    """The share of would_watch among the reviewed rows that meet ``condition``."""
+    return frame.filter(REVIEWED & condition).select(POSITIVE.mean()).item()
 
 
 def test_deterministic_by_seed(table: pl.DataFrame) -> None:
@@ -45,7 +48,7 @@ def test_has_the_schema_and_ids_no_real_table_has(table: pl.DataFrame) -> None:
 def test_shaped_like_the_real_table(table: pl.DataFrame) -> None:
     movies = table.filter(MOVIE)
     assert 0.97 < movies.height / table.height < 1.0
-    assert set(table.get_column("media_type").unique()) == {"movie", "tv_show", "tv_season"}
+    assert set(table.get_column("media_type").unique()) == set(schema.MEDIA_TYPES)
     assert 0.08 < rate(table, MOVIE) < 0.12
     assert 0.7 < (movies.get_column("budget") == 0).mean() < 0.9
     assert 0.6 < movies.get_column("rt_score").is_null().mean() < 0.8
@@ -82,10 +85,24 @@ def test_shaped_like_the_real_table(table: pl.DataFrame) -> None:
     ids=lambda measure: str(measure)[:60],
 )
 def test_marginals_match_the_real_export(table: pl.DataFrame, real_export: pl.DataFrame, measure: pl.Expr) -> None:
-    synthetic = table.filter(MOVIE).select(measure).item()
+    synthetic = table.filter(MOVIE & REVIEWED).select(measure).item()
     real = real_export.filter(MOVIE).select(measure).item()
     # within 40% of the real rate (or 0.01 for rare ones): a sample without zeros, say, fails
     assert synthetic == pytest.approx(real, rel=0.4, abs=0.01)
+
+
+def test_between_two_reviews_some_labels_are_the_pipelines_and_some_missing(table: pl.DataFrame) -> None:
+    unreviewed = table.filter(~REVIEWED & pl.col("label").is_not_null())
+    unlabeled = table.filter(pl.col("label").is_null())
+    # realdb.py --today: 300 pipeline-labeled and 150 new rows among 4,200
+    assert 0.05 < unreviewed.height / table.height < 0.09
+    assert 0.02 < unlabeled.height / table.height < 0.05
+    assert not unlabeled.get_column("reviewed").any()
+    # the pipeline's labels disagree with the owner's preferences: mostly would_watch
+    assert unreviewed.select(POSITIVE.mean()).item() > 0.8 > 0.12 > rate(table, MOVIE)
+    # only a person sets human_labeled, and an anomalous label is a verified one
+    assert table.filter(pl.col("human_labeled") | pl.col("anomalous")).get_column("reviewed").all()
+    assert table.get_column("human_labeled").sum() > 0 and table.get_column("anomalous").sum() > 0
 
 
 def test_the_owners_preferences_are_planted(large: pl.DataFrame) -> None:
@@ -106,8 +123,7 @@ def test_the_owners_preferences_are_planted(large: pl.DataFrame) -> None:
 
 
 def test_a_model_has_something_to_learn(large: pl.DataFrame) -> None:
-    rows = prep.select_rows(large, SETTINGS.prep)
-    train, test = prep.split(rows, params.SplitParams(test_size=0.25, seed=0))
+    train, test = prep.split(prep.training_rows(rows.classify(large, SETTINGS.prep)), params.SplitParams(test_size=0.25, seed=0))
     spec = features.fit(train, SETTINGS.prep)
     model = XGBClassifier(n_estimators=100, max_depth=4, enable_categorical=True, random_state=0, n_jobs=2)
     model.fit(features.build(train, spec).to_pandas(), train.get_column("label").to_numpy())

@@ -33,6 +33,12 @@ def test_conform_casts_orders_and_drops_extra_columns() -> None:
     assert conformed.get_column("genre").to_list() == [["Drama"], None]
 
 
+def test_a_row_without_a_label_is_not_an_error() -> None:
+    conformed = schema.conform(rows(label=[None, "would_watch"], reviewed=[False, None]))
+    assert conformed.get_column("label").to_list() == [None, "would_watch"]
+    assert conformed.get_column("reviewed").to_list() == [False, None]
+
+
 def test_optional_columns_are_kept_when_present() -> None:
     conformed = schema.conform(rows(anomalous=[True, False]))
     assert conformed.get_column("anomalous").to_list() == [True, False]
@@ -44,7 +50,6 @@ def test_optional_columns_are_kept_when_present() -> None:
     [
         ({"label": ["would_watch", "maybe"]}, "column label: unknown value 'maybe' (imdb_id tt0000012); allowed: would_watch, would_not_watch"),
         ({"media_type": ["film", "movie"]}, "column media_type: unknown value 'film' (imdb_id tt0000011)"),
-        ({"label": [None, "would_watch"]}, "column label: NULL where the table forbids it (imdb_id tt0000011)"),
         ({"imdb_id": ["tt0000011", None]}, "column imdb_id: NULL where the table forbids it (imdb_id None)"),
         ({"release_year": [2001, "last year"]}, "column release_year: cannot read as Int16"),
         ({"release_year": [2001, 70000]}, "column release_year: cannot read as Int16"),

@@ -19,6 +19,7 @@ from stages import (
     params,
     paths,
     prep,
+    rows,
     sample,
     scoring,
     search,
@@ -50,9 +51,9 @@ def search_settings(**changes: object) -> params.SearchParams:
 
 @pytest.fixture(scope="module")
 def data():
-    rows = prep.select_rows(sample.generate(1500, 3), SETTINGS.prep)
-    spec = features.fit(rows, SETTINGS.prep)
-    return features.build(rows, spec), rows.get_column("label").to_numpy()
+    training = prep.training_rows(rows.classify(sample.generate(1500, 3), SETTINGS.prep))
+    spec = features.fit(training, SETTINGS.prep)
+    return features.build(training, spec), training.get_column("label").to_numpy()
 
 
 def brute_force(features_, labels, grid, settings) -> dict[tuple, float]:

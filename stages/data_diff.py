@@ -1,0 +1,62 @@
+"""What changed in the training rows between two revisions, by imdb_id: rows added and
+removed, labels a person changed, and how much of the hold-out is new.
+
+`dvc metrics diff` shows that the counts in metrics/data.json moved; this says which
+movies moved them, so the owner's relabel loop closes: review lists point at movies,
+the owner fixes labels in the review screens, the next review names them.
+"""
+
+import polars as pl
+
+from stages import paths, schema
+
+KEY = ["imdb_id", "media_title", "label"]
+SIDES = {"train": paths.PREPARED_TRAIN, "hold-out": paths.PREPARED_TEST}
+
+
+def labeled_rows(train: pl.DataFrame, test: pl.DataFrame) -> pl.DataFrame:
+    """imdb_id, media_title, label (1/0) and side of every prepared training row."""
+    return pl.concat([train.select(KEY).with_columns(side=pl.lit("train")),
+                      test.select(KEY).with_columns(side=pl.lit("hold-out"))])
+
+
+def _name(label: int) -> str:
+    return schema.LABELS[0] if label else schema.LABELS[1]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def changes(old: pl.DataFrame, new: pl.DataFrame, baseline: str, listed: int = 50) -> str:
+    """Markdown: rows added and removed, changed labels (listed by title), new hold-out rows.
+
+    ``old`` and ``new`` are ``labeled_rows`` of the baseline and the workspace.
+    """
+    joined = new.join(old, on="imdb_id", how="full", suffix="_old", coalesce=True)
+    added = joined.filter(pl.col("label_old").is_null())
+    removed = joined.filter(pl.col("label").is_null())
+    changed = joined.filter(pl.col("label").is_not_null() & pl.col("label_old").is_not_null()
+                            & (pl.col("label") != pl.col("label_old"))).sort("side", "media_title")
+    to_watch = int(changed.get_column("label").sum())
+    hold_out = new.filter(pl.col("side") == "hold-out").height
+    new_hold_out = added.filter(pl.col("side") == "hold-out").height
+    changed_hold_out = changed.filter(pl.col("side") == "hold-out").height
+    lines = [
+        f"Training rows: {new.height} ({baseline}: {old.height}); {added.height} added, {removed.height} removed.",
+        "",
+        f"{changed.height} labels changed: {to_watch} to would_watch, {changed.height - to_watch} to would_not_watch"
+        f" ({changed_hold_out} of them in the hold-out).",
+        "",
+        f"Hold-out: {hold_out} rows, {new_hold_out} new since {baseline}; the metrics of both compare on the "
+        f"{hold_out - new_hold_out} rows both held out (a movie's side never changes).",
+    ]
+    if changed.height:
+        lines += ["", "| title | imdb_id | side | label now | was |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {_cell(row['media_title'])} | {row['imdb_id']} | {row['side']} | {_name(row['label'])} | {_name(row['label_old'])} |"
+            for row in changed.head(listed).iter_rows(named=True)
+        ]
+        if changed.height > listed:
+            lines.append(f"\n… and {changed.height - listed} more.")
+    return "\n".join(lines)
