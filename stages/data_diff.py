@@ -45,7 +45,8 @@ def changes(old: pl.DataFrame, new: pl.DataFrame, baseline: str, listed: int = 5
     lines = [
         f"Training rows: {new.height} ({baseline}: {old.height}); {added.height} added, {removed.height} removed.",
         "",
-        f"{changed.height} labels changed: {to_watch} to would_watch, {changed.height - to_watch} to would_not_watch"
+        f"{changed.height} label{'' if changed.height == 1 else 's'} changed: {to_watch} to would_watch, "
+        f"{changed.height - to_watch} to would_not_watch"
         f" ({changed_hold_out} of them in the hold-out).",
         "",
         f"Hold-out: {hold_out} rows, {new_hold_out} new since {baseline}; the metrics of both compare on the "

@@ -269,7 +269,7 @@ def test_a_label_flipped_in_the_database_is_named_by_the_next_review(repo_copy: 
     review = subprocess.run([sys.executable, "-m", "stages.cli", "review", "main"], cwd=repo_copy, env=env,
                             capture_output=True, text=True)
     report = review.stdout
-    assert "1 labels changed: 1 to would_watch, 0 to would_not_watch (0 of them in the hold-out)." in report
+    assert "1 label changed: 1 to would_watch, 0 to would_not_watch (0 of them in the hold-out)." in report
     assert f"| {flipped['media_title']} | {flipped['imdb_id']} | train | would_watch | would_not_watch |" in report
     assert "; 0 added, 0 removed." in report  # the new arrival is not a training row
     assert re.search(r"\| metrics/data\.json +\| labels\.unlabeled +\|", report)  # ... but the data metrics count it
