@@ -104,31 +104,33 @@ def _table(markdown: str) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def _labeled_rows_at(baseline: str | None) -> pl.DataFrame:
-    """The prepared training rows (data_diff.labeled_rows) of the workspace, or of a revision
-    from the DVC cache (or its remote)."""
+def _read_at(path: Path, columns: list[str], baseline: str | None) -> pl.DataFrame:
+    """A DVC-tracked parquet file of the workspace, or of a revision from the DVC cache (or its remote)."""
     if baseline is None:
-        return data_diff.labeled_rows(*(pl.read_parquet(path, columns=data_diff.KEY) for path in data_diff.SIDES.values()))
+        return pl.read_parquet(path, columns=columns)
     import dvc.api
     from dvc.exceptions import DvcException
 
-    frames = []
-    for path in data_diff.SIDES.values():
-        try:
-            with dvc.api.open(str(path), rev=baseline, mode="rb") as file:
-                frames.append(pl.read_parquet(file, columns=data_diff.KEY))
-        except (DvcException, FileNotFoundError) as error:
-            raise PipelineError(f"{baseline}'s {path} is not in the DVC cache ({type(error).__name__}): "
-                                "`dvc fetch` it, or run `dvc repro` at that revision") from None
-    return data_diff.labeled_rows(*frames)
-
-
-def data_section(baseline: str) -> str:
-    """The review's data section: which movies the changes in metrics/data.json are."""
     try:
-        return data_diff.changes(_labeled_rows_at(baseline), _labeled_rows_at(None), baseline)
+        with dvc.api.open(str(path), rev=baseline, mode="rb") as file:
+            return pl.read_parquet(file, columns=columns)
+    except (DvcException, FileNotFoundError) as error:
+        raise PipelineError(f"{baseline}'s {path} is not in the DVC cache ({type(error).__name__}): "
+                            "`dvc fetch` it, or run `dvc repro` at that revision") from None
+
+
+def data_section(baseline: str, threshold: float) -> str:
+    """The review's data section: which movies the changes in metrics/data.json are, and the
+    two models compared on the movies both held out."""
+    try:
+        old, new = (data_diff.labeled_rows(*(_read_at(path, data_diff.KEY, rev) for path in data_diff.SIDES.values()))
+                    for rev in (baseline, None))
+        changes = data_diff.changes(old, new, baseline)
+        shared = data_diff.shared_hold_out(_read_at(paths.PREDICTIONS, data_diff.SCORED, baseline),
+                                           _read_at(paths.PREDICTIONS, data_diff.SCORED, None), threshold, baseline)
     except PipelineError as error:
         return f"No row-by-row comparison: {error}."
+    return f"{changes}\n\n{shared}"
 
 
 def review_report(baseline: str, images: list[tuple[str, Path]], image_base: Path, gate: str, data: str) -> str:
@@ -153,12 +155,13 @@ def plots(arguments: argparse.Namespace) -> None:
 
 
 def review(arguments: argparse.Namespace) -> None:
-    settings = params.load().review
+    settings = params.load()
     images = write_pngs(_dvc_plots([arguments.baseline]), arguments.plots_dir)
     diff = json.loads(_dvc("metrics", "diff", arguments.baseline, "--all", "--json") or "{}")
-    gate, failure = recall_gate(diff, settings, arguments.baseline)
+    gate, failure = recall_gate(diff, settings.review, arguments.baseline)
     image_base = arguments.out.parent if arguments.out else Path(".")
-    report = review_report(arguments.baseline, images, image_base, gate, data_section(arguments.baseline))
+    data = data_section(arguments.baseline, settings.evaluate.threshold)
+    report = review_report(arguments.baseline, images, image_base, gate, data)
     if arguments.out:
         write_text(report, arguments.out)
     else:

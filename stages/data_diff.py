@@ -8,10 +8,13 @@ the owner fixes labels in the review screens, the next review names them.
 
 import polars as pl
 
-from stages import paths, schema
+from stages import metrics, paths, schema
 
 KEY = ["imdb_id", "media_title", "label"]
 SIDES = {"train": paths.PREPARED_TRAIN, "hold-out": paths.PREPARED_TEST}
+# evaluate's per-row hold-out probabilities, to compare two models on the movies both held out
+SCORED = ["imdb_id", "label", "probability"]
+COMPARED = ("recall", "precision", "f2", "average_precision")
 
 
 def labeled_rows(train: pl.DataFrame, test: pl.DataFrame) -> pl.DataFrame:
@@ -49,8 +52,7 @@ def changes(old: pl.DataFrame, new: pl.DataFrame, baseline: str, listed: int = 5
         f"{changed.height - to_watch} to would_not_watch"
         f" ({changed_hold_out} of them in the hold-out).",
         "",
-        f"Hold-out: {hold_out} rows, {new_hold_out} new since {baseline}; the metrics of both compare on the "
-        f"{hold_out - new_hold_out} rows both held out (a movie's side never changes).",
+        f"Hold-out: {hold_out} rows, {new_hold_out} new since {baseline} (a movie's side never changes).",
     ]
     if changed.height:
         lines += ["", "| title | imdb_id | side | label now | was |", "|---|---|---|---|---|"]
@@ -60,4 +62,21 @@ def changes(old: pl.DataFrame, new: pl.DataFrame, baseline: str, listed: int = 5
         ]
         if changed.height > listed:
             lines.append(f"\n… and {changed.height - listed} more.")
+    return "\n".join(lines)
+
+
+def shared_hold_out(old: pl.DataFrame, new: pl.DataFrame, threshold: float, baseline: str) -> str:
+    """Markdown: both models' metrics on the movies both revisions held out, with today's
+    labels and one threshold, so that new or relabeled hold-out rows do not move the
+    comparison. ``old`` and ``new``: evaluate's hold-out predictions (``SCORED`` columns)."""
+    both = new.select(SCORED).join(old.select("imdb_id", pl.col("probability").alias("old")), on="imdb_id")
+    if both.get_column("label").n_unique() < 2:
+        return f"No comparison on shared hold-out rows: the {both.height} movies both held out are not of both labels."
+    labels = both.get_column("label").to_numpy()
+    scores = {name: metrics.evaluation(labels, both.get_column(column).to_numpy(), threshold)
+              for name, column in ((baseline, "old"), ("workspace", "probability"))}
+    lines = [f"Both models on the {both.height} movies both held out (today's labels, threshold {threshold:g}):", "",
+             f"| metric | {baseline} | workspace | change |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {scores[baseline][name]:.4f} | {scores['workspace'][name]:.4f} | "
+              f"{scores['workspace'][name] - scores[baseline][name]:+.4f} |" for name in COMPARED]
     return "\n".join(lines)

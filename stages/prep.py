@@ -61,7 +61,7 @@ def check_rows(classified: pl.DataFrame, settings: params.PrepParams) -> None:
 
 def training_rows(classified: pl.DataFrame) -> pl.DataFrame:
     """The training rows, label as 1/0, without the classification columns."""
-    return classified.filter(rows.TRAINING).drop(rows.KIND, rows.TRAINING, rows.BACKLOG).with_columns(
+    return classified.filter(rows.TRAINING).drop(rows.ADDED).with_columns(
         (pl.col(LABEL) == schema.POSITIVE_LABEL).cast(pl.Int8).alias(LABEL)
     )
 
@@ -101,15 +101,12 @@ def _by_label(part: pl.DataFrame) -> dict[str, int]:
     return {"rows": part.height, schema.LABELS[0]: positive, schema.LABELS[1]: part.height - positive}
 
 
-def data_metrics(classified: pl.DataFrame, train: pl.DataFrame, test: pl.DataFrame, settings: params.PrepParams) -> dict:
+def data_metrics(classified: pl.DataFrame, train: pl.DataFrame, test: pl.DataFrame) -> dict:
     """metrics/data.json: what the table holds and what of it trains, so that
     `dvc metrics diff` shows when the data moved, not only the model."""
     count = lambda condition: int(classified.select(condition.sum()).item())  # noqa: E731
     kind = pl.col(rows.KIND)
     media = classified.get_column("media_type").cast(pl.String)
-    anomalous = pl.col("anomalous").fill_null(False) if "anomalous" in classified.columns else pl.lit(False)
-    kept = pl.col("media_type").cast(pl.String).is_in(settings.media_types)
-    trusted = kind.is_in([rows.REVIEWED, rows.UNREVIEWED] if settings.include_unreviewed else [rows.REVIEWED])
     return {
         "rows": classified.height,
         "media_types": {name: int((media == name).sum()) for name in schema.MEDIA_TYPES},
@@ -117,9 +114,9 @@ def data_metrics(classified: pl.DataFrame, train: pl.DataFrame, test: pl.DataFra
             rows.REVIEWED: count(kind == rows.REVIEWED),
             rows.UNREVIEWED: count(kind == rows.UNREVIEWED),
             rows.UNLABELED: count(kind == rows.UNLABELED),
-            "reviewed_without_label": reviewed_unlabeled(classified),
+            "reviewed_without_label": count(rows.flag(classified, "reviewed", absent=False) & (kind == rows.UNLABELED)),
         },
-        "anomalous_dropped": count(kept & trusted & anomalous) if settings.drop_anomalous else 0,
+        "anomalous_dropped": count(pl.col(rows.DROPPED)),
         "training": {**_by_label(pl.concat([train, test])), "unreviewed": count(pl.col(rows.TRAINING) & (kind == rows.UNREVIEWED))},
         "train": _by_label(train),
         "hold_out": _by_label(test),
@@ -127,16 +124,9 @@ def data_metrics(classified: pl.DataFrame, train: pl.DataFrame, test: pl.DataFra
     }
 
 
-def reviewed_unlabeled(classified: pl.DataFrame) -> int:
-    """Rows a person marked reviewed that still have no label."""
-    if "reviewed" not in classified.columns:
-        return 0
-    return int(classified.select((pl.col("reviewed").fill_null(False) & (pl.col(rows.KIND) == rows.UNLABELED)).sum()).item())
-
-
-def prepared(rows_: pl.DataFrame, spec: features.FeatureSpec) -> pl.DataFrame:
+def prepared(movies: pl.DataFrame, spec: features.FeatureSpec) -> pl.DataFrame:
     """Identifiers, label and the feature build, one row per movie."""
-    return pl.concat([rows_.select(*ID_COLUMNS, LABEL), features.build(rows_, spec)], how="horizontal")
+    return pl.concat([movies.select(*ID_COLUMNS, LABEL), features.build(movies, spec)], how="horizontal")
 
 
 def main() -> None:
@@ -146,7 +136,7 @@ def main() -> None:
     check_rows(classified, settings.prep)
     train, test = split(training_rows(classified), settings.split)
     spec = features.fit(train, settings.prep)
-    summary = data_metrics(classified, train, test, settings.prep)
+    summary = data_metrics(classified, train, test)
     if unknown := [name for name, bounds in spec.normalization.items() if bounds.min is None]:
         # not an error: XGBoost treats the column as missing everywhere, which it is
         log.warning("column(s) %s NULL in every training row: their features carry no signal", ", ".join(unknown))

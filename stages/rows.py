@@ -20,11 +20,14 @@ REVIEWED, UNREVIEWED, UNLABELED = "reviewed", "unreviewed", "unlabeled"
 KINDS = pl.Enum([REVIEWED, UNREVIEWED, UNLABELED])
 TRAINING = "training"
 BACKLOG = "backlog"
+# a row that would train but is flagged anomalous (prep.drop_anomalous)
+DROPPED = "anomalous_dropped"
+ADDED = (KIND, TRAINING, BACKLOG, DROPPED)
 # the columns besides media_type that decide a row's kind, where a table has them
 DECIDING = ("label", "reviewed", "anomalous")
 
 
-def _flag(raw: pl.DataFrame, name: str, absent: bool) -> pl.Expr:
+def flag(raw: pl.DataFrame, name: str, absent: bool) -> pl.Expr:
     """A flag column as a non-null boolean (NULL counts as FALSE); ``absent`` where the table lacks it."""
     return pl.col(name).fill_null(False) if name in raw.columns else pl.lit(absent)
 
@@ -33,7 +36,7 @@ def kind(raw: pl.DataFrame) -> pl.Expr:
     """reviewed, unreviewed or unlabeled, by the label and the ``reviewed`` flag."""
     return (
         pl.when(pl.col("label").is_null()).then(pl.lit(UNLABELED))
-        .when(_flag(raw, "reviewed", absent=True)).then(pl.lit(REVIEWED))
+        .when(flag(raw, "reviewed", absent=True)).then(pl.lit(REVIEWED))
         .otherwise(pl.lit(UNREVIEWED))
         .cast(KINDS)
         .alias(KIND)
@@ -41,13 +44,14 @@ def kind(raw: pl.DataFrame) -> pl.Expr:
 
 
 def classify(raw: pl.DataFrame, settings: PrepParams) -> pl.DataFrame:
-    """``raw`` with the row's kind and two flags: ``training`` (it trains) and ``backlog``
-    (a kept media type that does not train and still needs a person's label)."""
+    """``raw`` with the row's kind and three flags (``ADDED``): ``training`` (it trains),
+    ``backlog`` (a kept media type that does not train and still needs a person's label)
+    and ``anomalous_dropped`` (it would train but is flagged anomalous)."""
     kept = pl.col("media_type").cast(pl.String).is_in(settings.media_types)
-    trusted = [REVIEWED, UNREVIEWED] if settings.include_unreviewed else [REVIEWED]
-    dropped = _flag(raw, "anomalous", absent=False) & settings.drop_anomalous
+    trusted = kept & pl.col(KIND).is_in([REVIEWED, UNREVIEWED] if settings.include_unreviewed else [REVIEWED])
+    dropped = trusted & flag(raw, "anomalous", absent=False) & settings.drop_anomalous
     return raw.with_columns(kind(raw)).with_columns(
-        (kept & pl.col(KIND).is_in(trusted) & ~dropped).alias(TRAINING),
+        (trusted & ~dropped).alias(TRAINING), dropped.alias(DROPPED),
     ).with_columns(
         (kept & ~pl.col(TRAINING) & (pl.col(KIND) != REVIEWED)).alias(BACKLOG),
     )

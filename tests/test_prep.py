@@ -55,7 +55,7 @@ def test_training_rows_keep_media_types_drop_anomalous_and_encode_label() -> Non
     assert rows.KIND not in kept.columns and rows.TRAINING not in kept.columns
 
     settings = prep_settings(drop_anomalous=False, media_types=["movie", "tv_season"])
-    with_flagged = prep.training_rows(rows.classify(table.drop(rows.KIND, rows.TRAINING, rows.BACKLOG), settings))
+    with_flagged = prep.training_rows(rows.classify(table.drop(rows.ADDED), settings))
     assert with_flagged.get_column("imdb_id").to_list() == ["tt1000000", "tt1000002", "tt1000003", "tt1000004"]
 
 
@@ -132,7 +132,7 @@ def test_data_metrics_count_every_kind_of_row() -> None:
     )
     train = prep.training_rows(table).head(2)
     test = prep.training_rows(table).tail(1)
-    assert prep.data_metrics(table, train, test, prep_settings()) == {
+    assert prep.data_metrics(table, train, test) == {
         "rows": 9,
         "media_types": {"movie": 7, "tv_show": 1, "tv_season": 0, "tv_episode_pack": 1},
         "labels": {"reviewed": 5, "unreviewed": 1, "unlabeled": 3, "reviewed_without_label": 1},
