@@ -288,7 +288,8 @@ def test_connection_failures_are_one_line_and_never_show_the_password(
     before = snapshot(stage_dir)
     result = run(stage_dir, "extract", env={"REEL_DRIVER_PG_DSN": dsn})
     line = refused(result)
-    assert line.startswith(f"error: cannot connect to PostgreSQL at {host}, database postgres: ")
+    assert line.startswith(f"error: cannot connect to PostgreSQL at socket directory {host}, port ")
+    assert ", database postgres, user reader: connection to server on socket" in line
     assert line.endswith("(set REEL_DRIVER_PG_DSN or the PG* variables)")
     if where == "wrong password":
         assert 'password authentication failed for user "reader"' in line
@@ -372,7 +373,8 @@ def test_dvc_refuses_a_typo_key_and_leaks_no_password(repo_copy: Path, tmp_path:
     dsn = f"host={tmp_path}/nowhere dbname=media user=reader password={password} connect_timeout=2"
     unreachable = dvc("exp", "run", "-S", "extract.source=postgres", extra={"REEL_DRIVER_PG_DSN": dsn})
     assert unreachable.returncode != 0
-    assert f"error: cannot connect to PostgreSQL at {tmp_path}/nowhere, database media:" in unreachable.stderr
+    assert (f"error: cannot connect to PostgreSQL at socket directory {tmp_path}/nowhere, port 5432, database media, "
+            "user reader: connection to server on socket") in unreachable.stderr
     assert password not in typo.stdout + typo.stderr + unreachable.stdout + unreachable.stderr
 
     # DVC removed the failed stage's outputs before running it; its cache has them
