@@ -147,3 +147,41 @@ def test_more_folds_than_the_smaller_class_is_refused(minority: int, message: st
     with pytest.raises(PipelineError) as caught:
         settings.check_folds(minority)
     assert message in str(caught.value)
+
+
+# ---- `dvc exp run -S` rewrites params.yaml: an experiment's diff is its own keys ------
+
+def _rewritten(tmp_path: Path, override: str) -> tuple[list[str], list[str]]:
+    """params.yaml through DVC's own -S code path (Hydra overrides, ruamel dump): (removed, added) lines."""
+    import difflib
+
+    from dvc.utils.hydra import apply_overrides
+
+    original = (Path(__file__).resolve().parent.parent / "params.yaml").read_text()
+    copy_ = tmp_path / "params.yaml"
+    copy_.write_text(original)
+    apply_overrides(copy_, [override])
+    diff = list(difflib.ndiff(original.splitlines(), copy_.read_text().splitlines()))
+    return [line[2:] for line in diff if line.startswith("- ")], [line[2:] for line in diff if line.startswith("+ ")]
+
+
+@pytest.mark.parametrize(
+    ("override", "removed", "added"),
+    [
+        ("split.seed=42", [], []),  # a value set to itself: not a byte moves
+        ("evaluate.threshold=0.3", ["  threshold: 0.35         # the owner's working threshold (recall first)"],
+         ["  threshold: 0.3          # the owner's working threshold (recall first)"]),
+        ("max_depth=[3,5]", ["- 7"], []),
+        ("scale_pos_weight=9", ["scale_pos_weight:", "- 1", "- 5", "- 9", "- 15"], ["scale_pos_weight: 9"]),
+        ("+scale_pos_wieght=9", [], ["scale_pos_wieght: 9"]),
+    ],
+)
+def test_dvc_set_param_changes_only_the_key_it_sets(tmp_path: Path, override: str, removed: list, added: list) -> None:
+    assert _rewritten(tmp_path, override) == (removed, added)
+
+
+def test_dvc_set_param_keeps_every_comment(tmp_path: Path) -> None:
+    original = (Path(__file__).resolve().parent.parent / "params.yaml").read_text()
+    _rewritten(tmp_path, "scale_pos_weight=9")
+    comments = lambda text: [line.partition("#")[2].strip() for line in text.splitlines() if "#" in line]  # noqa: E731
+    assert comments((tmp_path / "params.yaml").read_text()) == comments(original)
