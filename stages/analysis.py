@@ -30,6 +30,33 @@ VALID_RANGE = {
 }
 
 
+# A right skew above this (an exponential distribution's is 2) packs most rows into the
+# first bins of a linear axis, where one spike hides the rest: plotted on a log axis.
+LOG_SKEW = 2.0
+
+
+def heavy_tailed(known: np.ndarray) -> bool:
+    """Whether a continuous feature's known values read better on a log axis: none negative,
+    skewed right beyond LOG_SKEW, and less skewed after log(1 + x)."""
+    if known.size < 3 or known.min() < 0 or known.std() == 0:
+        return False
+    skew = float(stats.skew(known))
+    return skew > LOG_SKEW and abs(float(stats.skew(np.log1p(known)))) < skew
+
+
+def label_shares(column: pl.Series, labels: pl.Series, top: int) -> pl.DataFrame:
+    """The ``top`` most frequent values of a category: rows per label and the would_watch share,
+    most frequent first (ties by value)."""
+    name = column.name
+    return (
+        pl.DataFrame({name: column, "label": labels}).drop_nulls(name)
+        .group_by(name).agg(rows=pl.len(), would_watch=pl.col("label").sum())
+        .with_columns(would_not_watch=pl.col("rows") - pl.col("would_watch"),
+                      share=pl.col("would_watch") / pl.col("rows"))
+        .sort(["rows", name], descending=[True, False]).head(top)
+    )
+
+
 def feature_class(name: str) -> str:
     if name in CONTINUOUS:
         return "continuous"
@@ -147,7 +174,8 @@ def statistics(feature: Feature, column: pl.Series, settings: AnalysisParams, mi
         feature.tests["normality_dagostino_pearson"] = {"statistic": _round(statistic), "p": _round(p)}
         feature.figures.update(min=_round(known.min()) if known.size else None,
                                max=_round(known.max()) if known.size else None,
-                               median=_round(np.median(known)) if known.size else None)
+                               median=_round(np.median(known)) if known.size else None,
+                               skew=_round(stats.skew(known)) if known.size > 2 and known.std() > 0 else None)
         low, high = VALID_RANGE.get(feature.name, (0, float("inf")))
         sensible = bool(known.size) and known.min() >= low and known.max() <= high
         normal = bool(p >= settings.normality_p)  # False when the test could not run

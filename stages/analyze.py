@@ -3,99 +3,14 @@ a report with its plots (reports/analysis/), and models/selection.json for train
 
 import logging
 import shutil
-from pathlib import Path
 
-import matplotlib
+import polars as pl
 
-matplotlib.use("Agg")  # files only, no screen
-import matplotlib.pyplot as plt  # noqa: E402
-import polars as pl  # noqa: E402
-
-from stages import analysis, features, params, paths, schema  # noqa: E402
-from stages.errors import run_stage  # noqa: E402
-from stages.outputs import write_json, write_text  # noqa: E402
+from stages import analysis, analysis_plots, features, params, paths, schema
+from stages.errors import run_stage
+from stages.outputs import write_json, write_text
 
 log = logging.getLogger("reel_driver.analyze")
-
-TOP_CATEGORIES = 25
-# PNG metadata carries no date; naming the software keeps the bytes the same run to run.
-PNG_METADATA = {"Software": "reel-driver"}
-
-
-def _save(figure: plt.Figure, path: Path) -> None:
-    figure.tight_layout()
-    figure.savefig(path, dpi=80, metadata=PNG_METADATA)
-    plt.close(figure)
-
-
-def _by_label(column: pl.Series, labels: pl.Series) -> tuple[list, list[str]]:
-    frame = pl.DataFrame({"x": column, "y": labels}).drop_nulls()
-    groups = [frame.filter(pl.col("y") == label).get_column("x").to_numpy() for label in (0, 1)]
-    keep = [i for i, g in enumerate(groups) if g.size]
-    return [groups[i] for i in keep], [("would_not_watch", "would_watch")[i] for i in keep]
-
-
-def plot_feature(feature: analysis.Feature, column: pl.Series, labels: pl.Series, folder: Path) -> list[str]:
-    """The flowchart's plots for one feature; returns their file names."""
-    names = []
-    if feature.kind == "continuous":
-        figure, axis = plt.subplots(figsize=(6, 3.5))
-        axis.hist(column.drop_nulls().to_numpy(), bins=40, color="#FF9973")
-        axis.set(title=f"{feature.name}: histogram (known values)", xlabel=feature.name, ylabel="rows")
-        names.append(f"{feature.name}_histogram.png")
-        _save(figure, folder / names[-1])
-        groups, labels_ = _by_label(column, labels)
-        figure, axis = plt.subplots(figsize=(6, 3.5))
-        if groups:
-            axis.violinplot(groups, showmedians=True)
-            axis.set_xticks(range(1, len(groups) + 1), labels_)
-        axis.set(title=f"{feature.name} by label", ylabel=feature.name)
-        names.append(f"{feature.name}_violin.png")
-        _save(figure, folder / names[-1])
-        return names
-    if feature.kind == "text":
-        lengths = column.str.len_chars()
-        groups, labels_ = _by_label(lengths, labels)
-        figure, axis = plt.subplots(figsize=(6, 3.5))
-        if groups:
-            axis.violinplot(groups, showmedians=True)
-            axis.set_xticks(range(1, len(groups) + 1), labels_)
-        axis.set(title=f"{feature.name}: characters by label", ylabel="characters")
-        names.append(f"{feature.name}_length_violin.png")
-        _save(figure, folder / names[-1])
-        shared = column.drop_nulls().value_counts(name="rows").get_column("rows")
-        repeats = shared.value_counts(name="values").sort("rows").head(TOP_CATEGORIES)
-        figure, axis = plt.subplots(figsize=(6, 3.5))
-        axis.bar(range(repeats.height), repeats.get_column("values").to_list(), color="#86CA95")
-        axis.set_xticks(range(repeats.height), [str(v) for v in repeats.get_column("rows")])
-        axis.set(title=f"{feature.name}: how often a value repeats", xlabel="rows sharing a value", ylabel="distinct values")
-        names.append(f"{feature.name}_distinct_bar.png")
-        _save(figure, folder / names[-1])
-        return names
-    counts = column.drop_nulls().value_counts().sort(["count", feature.name], descending=[True, False]).head(TOP_CATEGORIES)
-    figure, axis = plt.subplots(figsize=(7, 4))
-    axis.barh(range(counts.height), counts.get_column("count").to_list()[::-1], color="#E898AC")
-    axis.set_yticks(range(counts.height), [str(v) for v in counts.get_column(feature.name)][::-1])
-    title = "primary value" if feature.kind == "list-categorical" else "category"
-    axis.set(title=f"{feature.name}: rows per {title} (top {TOP_CATEGORIES})", xlabel="rows")
-    names.append(f"{feature.name}_bar.png")
-    _save(figure, folder / names[-1])
-    return names
-
-
-def plot_matrix(matrix: pl.DataFrame, title: str, path: Path) -> None:
-    names = matrix.get_column("feature").to_list()
-    values = matrix.drop("feature").to_numpy()
-    figure, axis = plt.subplots(figsize=(7, 6))
-    image = axis.imshow(values, vmin=-1, vmax=1, cmap="coolwarm")
-    axis.set_xticks(range(len(names)), names, rotation=60, ha="right")
-    axis.set_yticks(range(len(names)), names)
-    for i, row in enumerate(values):
-        for j, value in enumerate(row):
-            axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
-    figure.colorbar(image)
-    axis.set_title(title)
-    _save(figure, path)
 
 
 def report(found: list[analysis.Feature], plots: dict[str, list[str]], chosen: dict, settings: params.AnalysisParams) -> str:
@@ -155,10 +70,10 @@ def main() -> None:
     shutil.rmtree(paths.ANALYSIS_REPORT, ignore_errors=True)
     folder.mkdir(parents=True)
     labels = rows.get_column(analysis.LABEL)
-    plots = {f.name: plot_feature(f, analysis.values(rows, f.name, settings.prep.zero_as_unknown), labels, folder)
+    plots = {f.name: analysis_plots.feature(f, analysis.values(rows, f.name, settings.prep.zero_as_unknown), labels, folder)
              for f in found}
-    plot_matrix(pl.DataFrame(inter["pearson"]), "Pearson r, continuous features", folder / "pearson.png")
-    plot_matrix(pl.DataFrame(inter["spearman"]), "Spearman rho, continuous features", folder / "spearman.png")
+    analysis_plots.matrix(pl.DataFrame(inter["pearson"]), "Pearson r, continuous features", folder / "pearson.png")
+    analysis_plots.matrix(pl.DataFrame(inter["spearman"]), "Spearman rho, continuous features", folder / "spearman.png")
     write_text(report(found, plots, chosen, settings.analysis), paths.ANALYSIS_REPORT / "report.md")
     write_json({"rows": rows.height, "features": {f.name: {"class": f.kind, "keep": f.keep, "reason": f.reason,
                                                           "figures": f.figures, "tests": f.tests, "steps": f.steps}

@@ -170,6 +170,12 @@ def review(arguments: argparse.Namespace) -> None:
         raise PipelineError(failure)
 
 
+def check_params(arguments: argparse.Namespace) -> None:
+    params.check(arguments.overrides)
+    setting = f" with {' '.join(arguments.overrides)}" if arguments.overrides else ""
+    print(f"{paths.PARAMS}{setting}: valid")
+
+
 def publish(arguments: argparse.Namespace) -> None:
     settings = params.load()
     labeled = scoring.labeled(
@@ -265,6 +271,16 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--plots-dir", type=Path, default=REVIEW_PLOTS,
                          help=f"where the PNG images go (default {REVIEW_PLOTS})")
     compare.set_defaults(handler=review)
+
+    checker = commands.add_parser(
+        "params", help="check params.yaml, with KEY=VALUE overrides as dvc exp run -S would set them",
+        description="`reel-driver params check [KEY=VALUE ...]` validates params.yaml (with the overrides "
+        "applied, nothing written) and names a mistyped key's nearest match; DVC itself stops an unknown "
+        "-S key with no suggestion.",
+    )
+    checker.add_argument("action", choices=["check"])
+    checker.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. scale_pos_weight=9 evaluate.threshold=0.3")
+    checker.set_defaults(handler=check_params)
 
     writer = commands.add_parser(
         "publish",

@@ -7,13 +7,14 @@ params, and never logged.
 
 import io
 import os
+import re
 from collections.abc import Iterable, Iterator
 
 import polars as pl
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from stages import schema
@@ -45,14 +46,36 @@ _BLOCK_BYTES = 1 << 20
 
 
 def _where(dsn: str) -> str:
-    """Where a DSN points, for messages: no password, ever."""
-    try:
-        parts = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "an unparsable DSN"
-    host = parts.get("host") or os.environ.get("PGHOST") or "the default host"
-    database = parts.get("dbname") or os.environ.get("PGDATABASE") or "the default database"
-    return f"{host}, database {database}"
+    """Where libpq tries to connect, in plain words (socket or host, port, database, user):
+    the DSN's values, else the PG* variables, else libpq's defaults. No password, ever."""
+    given = conninfo_to_dict(dsn)  # connect() has checked that it parses
+    defaults = {o.keyword.decode(): o.val.decode() for o in pq.Conninfo.get_defaults() if o.val is not None}
+
+    def value(key: str) -> str | None:
+        found = given.get(key)
+        return str(found) if found not in (None, "") else defaults.get(key)
+
+    host, user = value("host") or value("hostaddr"), value("user") or "the login name"
+    if not host:
+        place = "the local socket"  # libpq's compiled-in directory; its own message names it
+    elif host.startswith("/"):
+        place = f"socket directory {host}"
+    else:
+        place = f"host {host}"
+    service = f"service {value('service')}, " if value("service") else ""
+    return f"{service}{place}, port {value('port') or 5432}, database {value('dbname') or user}, user {user}"
+
+
+def _libpq_reason(error: psycopg.Error) -> str:
+    """libpq's message on one line. Its first line says which socket or host failed and why;
+    the next ones (a hint, one per address tried) follow after "; ". psycopg's own prefix
+    ("connection is bad:", "connection failed:") says nothing more and goes."""
+    lines = [" ".join(line.split()) for line in str(error).splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return type(error).__name__
+    lines[0] = re.sub(r"^connection (is bad|failed): ", "", lines[0])
+    return "; ".join(lines)
 
 
 def connect() -> psycopg.Connection:
@@ -66,9 +89,9 @@ def connect() -> psycopg.Connection:
     try:
         return psycopg.connect(dsn)
     except psycopg.Error as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        # libpq never puts the password in its messages; _where never reads it
         raise PipelineError(
-            f"cannot connect to PostgreSQL at {_where(dsn)}: {reason} "
+            f"cannot connect to PostgreSQL at {_where(dsn)}: {_libpq_reason(error)} "
             f"(set {DSN_VARIABLE} or the PG* variables)"
         ) from None
 

@@ -223,7 +223,7 @@ def _describe(error: ValidationError, raw: dict, source: Path) -> str:
     return f"{source}: {key} = {first['input']!r}: {first['msg']}{allowed}"
 
 
-def parse(raw: Any, source: Path = paths.PARAMS) -> Params:
+def parse(raw: Any, source: Path | str = paths.PARAMS) -> Params:
     """Validate a params mapping; raises PipelineError with one line on the first problem."""
     if not isinstance(raw, dict):
         raise PipelineError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
@@ -233,12 +233,41 @@ def parse(raw: Any, source: Path = paths.PARAMS) -> Params:
         raise PipelineError(_describe(error, raw, source)) from None
 
 
-def load(path: Path = paths.PARAMS) -> Params:
-    """Read and validate params.yaml."""
+def _read(path: Path) -> Any:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: run from the repository root") from None
     except yaml.YAMLError as error:
         raise PipelineError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from error
-    return parse(raw, path)
+
+
+def load(path: Path = paths.PARAMS) -> Params:
+    """Read and validate params.yaml."""
+    return parse(_read(path), path)
+
+
+def check(overrides: list[str], path: Path = paths.PARAMS) -> Params:
+    """Validate params.yaml as `dvc exp run -S KEY=VALUE ...` would leave it, writing nothing.
+
+    DVC refuses an unknown key itself (Hydra's "Key ... is not in struct", no suggestion)
+    and adds it with ``+KEY=VALUE``, after which the first stage refuses it; here any key
+    is set as given, so a typo gets this module's did-you-mean before anything runs.
+    Keys are dotted (evaluate.threshold); values are read as YAML (9, [3, 5], postgres).
+    """
+    raw = _read(path)
+    for override in overrides:
+        key, equals, value = override.removeprefix("+").partition("=")
+        if not equals or not key:
+            raise PipelineError(f"{override!r}: expected KEY=VALUE, like scale_pos_weight=9 or evaluate.threshold=0.3")
+        *sections, name = key.split(".")
+        target = raw
+        for section in sections:
+            target = target.setdefault(section, {}) if isinstance(target, dict) else None
+        if not isinstance(target, dict):
+            raise PipelineError(f"{override!r}: {'.'.join(sections)} is not a section of {path}")
+        try:
+            target[name] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            target[name] = value  # as Hydra reads it: a plain string
+    return parse(raw, f"{path} with {' '.join(overrides)}" if overrides else path)

@@ -69,8 +69,11 @@ def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, c
         # MLflow tries the example as a JSON serving request, which cannot carry the
         # pandas categories the booster reads, and warns; this flavor is for loading
         # the booster, not for serving raw rows, so those warnings are noise here.
-        for noisy in ("mlflow.models.model", "mlflow.utils.requirements_utils"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
+        # mlflow.pyfunc announces at INFO, on every run, that it checks the serving
+        # model's example against its signature: a failed check still raises.
+        for noisy, level in (("mlflow.models.model", logging.ERROR), ("mlflow.utils.requirements_utils", logging.ERROR),
+                             ("mlflow.pyfunc", logging.WARNING)):
+            logging.getLogger(noisy).setLevel(level)
         with warnings.catch_warnings():
             # the integer columns are the one-hot ones, which the feature build never leaves empty
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")

@@ -309,7 +309,8 @@ def test_connection_failures_are_one_line_and_never_show_the_password(
     before = snapshot(stage_dir)
     result = run(stage_dir, "extract", env={"REEL_DRIVER_PG_DSN": dsn})
     line = refused(result)
-    assert line.startswith(f"error: cannot connect to PostgreSQL at {host}, database postgres: ")
+    assert line.startswith(f"error: cannot connect to PostgreSQL at socket directory {host}, port ")
+    assert ", database postgres, user reader: connection to server on socket" in line
     assert line.endswith("(set REEL_DRIVER_PG_DSN or the PG* variables)")
     if where == "wrong password":
         assert 'password authentication failed for user "reader"' in line
@@ -386,20 +387,26 @@ def test_dvc_refuses_a_typo_key_and_leaks_no_password(repo_copy: Path, tmp_path:
     assert "Traceback" not in typo.stdout + typo.stderr
     assert ("error: params.yaml: unknown key scale_pos_wieght; did you mean scale_pos_weight? allowed keys here:"
             in typo.stdout + typo.stderr)
-
+    # extract refused before writing, and DVC left its output in place (persist): every output
+    # is as it was; only params.yaml holds the experiment's value, and one command undoes it
+    assert snapshot(repo_copy) == before
     run_in_repo("git", "checkout", "params.yaml")
+    assert dvc("status").stdout.split() == ["extract:", "always", "changed"]
+    # --temp runs in a copy: the workspace, params.yaml included, is not touched at all
+    assert dvc("exp", "run", "--temp", "-S", "+scale_pos_wieght=9").returncode != 0
+    assert run_in_repo("git", "status", "--porcelain", "--untracked-files=no").stdout == ""
+
     # an unreachable server with a password in the DSN
     password = f"s3cret-{secrets.token_hex(8)}"  # made here, so that no file holds it beforehand
     dsn = f"host={tmp_path}/nowhere dbname=media user=reader password={password} connect_timeout=2"
     unreachable = dvc("exp", "run", "-S", "extract.source=postgres", extra={"REEL_DRIVER_PG_DSN": dsn})
     assert unreachable.returncode != 0
-    assert f"error: cannot connect to PostgreSQL at {tmp_path}/nowhere, database media:" in unreachable.stderr
+    assert (f"error: cannot connect to PostgreSQL at socket directory {tmp_path}/nowhere, port 5432, database media, "
+            "user reader: connection to server on socket") in unreachable.stderr
     assert password not in typo.stdout + typo.stderr + unreachable.stdout + unreachable.stderr
-
-    # DVC removed the failed stage's outputs before running it; its cache has them
-    run_in_repo("git", "checkout", "params.yaml")
-    assert dvc("checkout", "--force").returncode == 0
     assert snapshot(repo_copy) == before
+    run_in_repo("git", "checkout", "params.yaml")
+    assert dvc("status").stdout.split() == ["extract:", "always", "changed"]
 
     # the secret scan: every file in the repository, dvc.lock, .dvc/tmp, the MLflow store included
     assert (repo_copy / "mlflow.db").exists()

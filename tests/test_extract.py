@@ -232,7 +232,7 @@ def test_connection_error_is_one_line_without_the_password(workdir, monkeypatch,
         [sys.executable, "-m", "stages.extract"], capture_output=True, text=True, env=None, cwd=tmp_path
     )
     assert result.returncode == 1
-    assert result.stderr.startswith(f"error: cannot connect to PostgreSQL at {tmp_path}/nowhere, database")
+    assert result.stderr.startswith(f"error: cannot connect to PostgreSQL at socket directory {tmp_path}/nowhere, port 1, ")
     assert len(result.stderr.strip().splitlines()) == 1
     assert "hunter2" not in result.stderr + result.stdout
     assert not paths.RAW.exists()

@@ -147,3 +147,92 @@ def test_more_folds_than_the_smaller_class_is_refused(minority: int, message: st
     with pytest.raises(PipelineError) as caught:
         settings.check_folds(minority)
     assert message in str(caught.value)
+
+
+# ---- `dvc exp run -S` rewrites params.yaml: an experiment's diff is its own keys ------
+
+def _rewritten(tmp_path: Path, override: str) -> tuple[list[str], list[str]]:
+    """params.yaml through DVC's own -S code path (Hydra overrides, ruamel dump): (removed, added) lines."""
+    import difflib
+
+    from dvc.utils.hydra import apply_overrides
+
+    original = (Path(__file__).resolve().parent.parent / "params.yaml").read_text()
+    copy_ = tmp_path / "params.yaml"
+    copy_.write_text(original)
+    apply_overrides(copy_, [override])
+    diff = list(difflib.ndiff(original.splitlines(), copy_.read_text().splitlines()))
+    return [line[2:] for line in diff if line.startswith("- ")], [line[2:] for line in diff if line.startswith("+ ")]
+
+
+@pytest.mark.parametrize(
+    ("override", "removed", "added"),
+    [
+        ("split.seed=42", [], []),  # a value set to itself: not a byte moves
+        ("evaluate.threshold=0.3", ["  threshold: 0.35         # the owner's working threshold (recall first)"],
+         ["  threshold: 0.3          # the owner's working threshold (recall first)"]),
+        ("max_depth=[3,5]", ["- 7"], []),
+        ("scale_pos_weight=9", ["scale_pos_weight:", "- 1", "- 5", "- 9", "- 15"], ["scale_pos_weight: 9"]),
+        ("+scale_pos_wieght=9", [], ["scale_pos_wieght: 9"]),
+    ],
+)
+def test_dvc_set_param_changes_only_the_key_it_sets(tmp_path: Path, override: str, removed: list, added: list) -> None:
+    assert _rewritten(tmp_path, override) == (removed, added)
+
+
+def test_dvc_set_param_keeps_every_comment(tmp_path: Path) -> None:
+    original = (Path(__file__).resolve().parent.parent / "params.yaml").read_text()
+    _rewritten(tmp_path, "scale_pos_weight=9")
+    comments = lambda text: [line.partition("#")[2].strip() for line in text.splitlines() if "#" in line]  # noqa: E731
+    assert comments((tmp_path / "params.yaml").read_text()) == comments(original)
+
+
+# ---- reel-driver params check KEY=VALUE: the did-you-mean that `dvc exp run -S` cannot reach ----
+
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (["scale_pos_wieght=9"], "params.yaml with scale_pos_wieght=9: unknown key scale_pos_wieght; "
+                                 "did you mean scale_pos_weight? allowed keys here: extract,"),
+        (["+scale_pos_wieght=9"], "params.yaml with +scale_pos_wieght=9: unknown key scale_pos_wieght; did you mean scale_pos_weight?"),
+        (["evaluat.threshold=0.3"], "params.yaml with evaluat.threshold=0.3: unknown key evaluat; did you mean evaluate?"),
+        (["evaluate.treshold=0.3"], "params.yaml with evaluate.treshold=0.3: unknown key evaluate.treshold; did you mean threshold?"),
+        (["max_depth=0"], "params.yaml with max_depth=0: max_depth = 0: Input should be greater than or equal to 1"),
+        (["scale_pos_weight=9", "extract.source=mysql"], "params.yaml with scale_pos_weight=9 extract.source=mysql: "
+                                                        "extract.source = 'mysql': Input should be 'sample' or 'postgres'"),
+        (["scale_pos_weight"], "'scale_pos_weight': expected KEY=VALUE"),
+        (["max_depth.deep=1"], "'max_depth.deep=1': max_depth is not a section of params.yaml"),
+    ],
+)
+def test_check_names_the_bad_override(workdir, overrides: list[str], line: str) -> None:
+    before = Path("params.yaml").read_bytes()
+    with pytest.raises(PipelineError) as caught:
+        params.check(overrides)
+    assert str(caught.value).startswith(line)
+    assert Path("params.yaml").read_bytes() == before  # nothing is written
+
+
+@pytest.mark.parametrize(
+    ("overrides", "read"),
+    [
+        (["scale_pos_weight=9"], lambda p: p.scale_pos_weight == [9]),
+        (["max_depth=[3,5]", "evaluate.threshold=0.3"], lambda p: p.max_depth == [3, 5] and p.evaluate.threshold == 0.3),
+        (["extract.source=postgres"], lambda p: p.extract.source == "postgres"),
+        ([], lambda p: p.extract.source == "sample"),
+    ],
+)
+def test_check_applies_good_overrides(workdir, overrides: list[str], read) -> None:
+    assert read(params.check(overrides))
+
+
+def test_params_check_command_is_one_line_and_exit_1(workdir) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "stages.cli", "params", "check"]
+    typo = subprocess.run([*command, "scale_pos_wieght=9"], capture_output=True, text=True)
+    assert typo.returncode == 1 and typo.stdout == ""
+    assert typo.stderr.startswith("error: params.yaml with scale_pos_wieght=9: unknown key scale_pos_wieght; "
+                                  "did you mean scale_pos_weight?") and len(typo.stderr.splitlines()) == 1
+    good = subprocess.run([*command, "scale_pos_weight=9"], capture_output=True, text=True)
+    assert (good.returncode, good.stdout) == (0, "params.yaml with scale_pos_weight=9: valid\n")

@@ -5,6 +5,7 @@ import json
 import hashlib
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -223,6 +224,18 @@ def test_the_users_dvc_flows(repo_copy: Path) -> None:
     assert set(queued["tags.stage"]) == {"train", "evaluate"}
     assert all(uri.startswith((repo_copy / "mlruns").resolve().as_uri()) for uri in queued["artifact_uri"])
 
+    # README's "what did my experiments change" command fits a 120-column terminal, nothing cut
+    readme = (REPO / "README.md").read_text()
+    command = shlex.split(next(line for line in readme.splitlines() if line.startswith("dvc exp show --only-changed")))
+    table = subprocess.run([sys.executable, "-m", "dvc", *command[1:], "--no-pager"], cwd=repo_copy,
+                           env={**env, "COLUMNS": "120"}, capture_output=True, text=True)
+    assert table.returncode == 0, table.stderr
+    lines = [line.rstrip() for line in table.stdout.splitlines()]
+    assert max(map(len, lines)) <= 120 and "…" not in table.stdout, table.stdout
+    header = lines[1].split()
+    assert header[:4] == ["Experiment", "recall", "precision", "f2"]
+    assert {"scale_pos_weight", "max_depth", "evaluate.threshold"} <= set(header), header
+    assert "shallow" in table.stdout
 
 @pytest.mark.slow
 def test_a_label_flipped_in_the_database_is_named_by_the_next_review(repo_copy: Path, atp_db: str) -> None:
