@@ -25,6 +25,7 @@ from stages import features, metrics, sample, schema, tracking
 from stages.errors import PipelineError
 
 ID = "imdb_id"
+REGISTERED_MODEL = "reel-driver"
 
 
 def required_columns(spec: features.FeatureSpec) -> list[str]:
@@ -164,4 +165,7 @@ def log_served_model(paths_: dict[str, Path], spec: features.FeatureSpec) -> Non
         code_paths=[str(Path(__file__).parent)],
         signature=serving_signature(spec),
         input_example=serving_example(spec),
+        # a new version of one registered model per run: `mlflow models serve -m models:/reel-driver/latest`
+        # serves the newest without a run id
+        registered_model_name=REGISTERED_MODEL,
     )

@@ -208,3 +208,9 @@ def test_train_and_evaluate_on_the_sample(small_pipeline, tmp_path, capfd, recwa
     for column in example.columns:
         assert example[column].astype(object).where(example[column].notna(), None).tolist() == \
             expected[column].astype(object).where(expected[column].notna(), None).tolist(), column
+    # every train run registers its serving model: models:/reel-driver/latest is the newest run's
+    versions = mlflow.MlflowClient().search_model_versions(f"name = '{scoring.REGISTERED_MODEL}'")
+    train_runs = set(runs[runs["tags.stage"] == "train"]["run_id"])
+    assert {v.run_id for v in versions} == train_runs and len(versions) == 2
+    latest = mlflow.pyfunc.load_model(f"models:/{scoring.REGISTERED_MODEL}/latest")
+    assert latest.metadata.run_id == runs["run_id"].iloc[2]
