@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from stages import analysis, analysis_plots, prep, sample
+from stages.rows import classify
 from tests.test_prep import SETTINGS
 
 RNG = np.random.default_rng(7)
@@ -39,7 +40,7 @@ def test_label_shares_count_rows_per_label_and_the_share() -> None:
 
 @pytest.fixture(scope="module")
 def rows() -> pl.DataFrame:
-    return prep.select_rows(sample.generate(1500, 3), SETTINGS.prep).drop("media_type")
+    return prep.training_rows(classify(sample.generate(1500, 3), SETTINGS.prep)).drop("media_type")
 
 
 def _figures(rows: pl.DataFrame, name: str) -> dict[str, plt.Figure]:
