@@ -16,7 +16,6 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 import vl_convert
-from psycopg import sql
 
 from stages import data_diff, database, params, paths, rows, schema, scoring
 from stages.errors import PipelineError, run_stage
@@ -186,7 +185,7 @@ def publish(arguments: argparse.Namespace) -> None:
         written = database.replace_rows(
             conn, table, scoring.predictions_table(table), labeled.iter_slices(settings.publish.batch_rows)
         )
-    log.info("%d labeled movies -> %s (threshold %.2f; training rows scored out of fold)",
+    log.info("%d training rows -> %s (threshold %.2f; the hold-out's by the model, the rest out of fold)",
              written, arguments.table or settings.publish.table, settings.evaluate.threshold)
 
 
@@ -284,8 +283,8 @@ def parser() -> argparse.ArgumentParser:
 
     writer = commands.add_parser(
         "publish",
-        help="write a prediction for every labeled movie to PostgreSQL",
-        description="Write one row per labeled movie (imdb_id, prediction, probability, cm_value at "
+        help="write a prediction for every training row (a label a person confirmed) to PostgreSQL",
+        description="Write one row per training row (imdb_id, prediction, probability, cm_value at "
         "evaluate.threshold, scored_by, model_sha256, created_at) to publish.table, replacing its "
         "content in one transaction: a failure leaves the previous rows as they were. Training rows "
         "carry out-of-fold probabilities (from models that did not see them), hold-out rows the "
