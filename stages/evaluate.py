@@ -10,7 +10,7 @@ import polars as pl
 import xgboost as xgb
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from stages import metrics, params, paths, tracking
+from stages import metrics, params, paths, registry, tracking
 from stages.errors import run_stage
 from stages.outputs import write_json, write_parquet, write_text
 
@@ -109,12 +109,17 @@ def main() -> None:
     log.info("hold-out at %.2f: recall %.3f precision %.3f f2 %.3f AP %.3f (%d rows)", settings.threshold,
              scores["recall"], scores["precision"], scores["f2"], scores["average_precision"], scores["n_test"])
 
-    with tracking.run("evaluate"):
+    with tracking.run("evaluate") as active:
+        model_sha256 = tracking.sha256(paths.MODEL)
         mlflow.log_params({f"evaluate.{k}": v for k, v in settings.model_dump().items()})
-        mlflow.set_tag("model_sha256", tracking.sha256(paths.MODEL))
+        mlflow.set_tag("model_sha256", model_sha256)
         mlflow.log_metrics({f"test_{k}": v for k, v in scores.items() if v is not None})
         for path in (*plots, paths.REVIEW, paths.EVALUATE_METRICS):
             mlflow.log_artifact(str(path), artifact_path="evaluate")
+        # the registered version of this model carries its hold-out metrics and threshold: what promote
+        # gates on and what serve answers with
+        if active is not None and (version := registry.record_evaluation(model_sha256, scores, active.info.run_id)):
+            log.info("hold-out metrics recorded on %s version %s", registry.REGISTERED_MODEL, version)
 
 
 if __name__ == "__main__":

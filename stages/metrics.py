@@ -81,3 +81,14 @@ def evaluation(labels: np.ndarray, probabilities: np.ndarray, threshold: float) 
         "threshold": float(threshold),
         "n_test": int(len(labels)),
     }
+
+
+def recall_gate(new: float, old: float | None, floor: float, drop_tolerance: float, baseline: str) -> str | None:
+    """Review's rule on hold-out recall (review.* in params.yaml): why ``new`` fails against
+    ``baseline``'s ``old`` (None: the baseline has none, and only the floor applies), or None."""
+    if new < floor:
+        return f"hold-out recall {new:.4f} is below review.recall_floor {floor:g}"
+    if old is not None and old - new > drop_tolerance:
+        return (f"hold-out recall fell {old - new:.4f} below {baseline}'s {old:.4f} "
+                f"(review.recall_drop_tolerance {drop_tolerance:g})")
+    return None

@@ -136,6 +136,15 @@ class ReviewParams(_Section):
     recall_floor: Annotated[float, Field(ge=0, le=1)]
 
 
+class ServeParams(_Section):
+    """`reel-driver serve` (not a pipeline stage): where it listens, how often it looks for a new champion."""
+
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+    poll_seconds: Annotated[float, Field(gt=0)]
+    log_requests: bool
+
+
 def _as_list(value: Any) -> Any:
     return value if isinstance(value, list) else [value]
 
@@ -168,6 +177,7 @@ class Params(_Section):
     evaluate: EvaluateParams
     publish: PublishParams
     review: ReviewParams
+    serve: ServeParams
 
     @property
     def grid(self) -> dict[str, list[float]]:

@@ -9,6 +9,7 @@ MLFLOW_TRACKING_URI overrides the store.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
+
+from stages.errors import PipelineError
 
 if TYPE_CHECKING:
     import mlflow
@@ -98,6 +101,22 @@ def _open_store(root: Path, uri: str) -> None:
     mlflow.set_experiment(EXPERIMENT)
 
 
+def _no_progress_bars() -> None:
+    """MLflow draws artifact progress bars even into CI logs and a server's."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def use_store() -> str:
+    """Point MLflow (runs and registry) at the store without starting a run; returns where it
+    is, without credentials."""
+    import mlflow
+
+    _no_progress_bars()
+    _, uri = _store()
+    mlflow.set_tracking_uri(uri)
+    return _where(uri)
+
+
 def requirements() -> list[str]:
     """The model's pip requirements, named rather than inferred: MLflow's inference loads the
     model in a fresh process, which took minutes here."""
@@ -156,24 +175,46 @@ def _where(uri: str) -> str:
     return f"{scheme}://{rest.split('@')[-1]}" if scheme else uri
 
 
+def _unavailable(error: BaseException) -> bool:
+    """A store that cannot be reached or written, or is locked (not a fault in what is logged)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                                                          errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ETIMEDOUT):
+            return True
+        text = str(error).lower()
+        if any(sign in text for sign in ("database is locked", "unable to open database", "connection refused",
+                                         "max retries exceeded", "failed to establish a new connection")):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 @contextmanager
 def run(stage: str) -> Iterator[mlflow.ActiveRun | None]:
     """An MLflow run in the main repository's store, named after the stage and DVC experiment.
 
-    A store that cannot be written (missing, read-only, locked, unreachable) is
-    one warning, not a failure: the stage's outputs are already written, and a
-    long search is not thrown away for want of its record. The body is then run
-    without a run (its MLflow calls fail again and are swallowed here).
+    A store that cannot be opened, reached or written, or is locked, is one warning, not a
+    failure: the stage's outputs are already written, and a long search is not thrown
+    away for want of its record. (A store that fails to open runs the body without a
+    run: its MLflow calls fail again and are swallowed here.) Any other error while
+    logging, registering the model above all, fails the stage with one line: a model
+    that silently did not register is never served.
     """
-    # MLflow draws artifact progress bars even into CI logs
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    _no_progress_bars()
     root, uri = _store()
     started = False
     try:
         with _started(stage, root, uri) as active:
             started = True
             yield active
-    except store_errors() as error:
+    except PipelineError:
+        raise
+    except Exception as error:
+        if started and not _unavailable(error):
+            raise PipelineError(f"MLflow: recording the {stage} run in {_where(uri)} failed: "
+                                f"{type(error).__name__}: {_reason(error)}") from error
+        if not started and not isinstance(error, store_errors()):
+            raise
         log.warning("MLflow store %s failed (%s): this %s run is not recorded; the stage's outputs are written",
                     _where(uri), _reason(error), stage)
         if not started:

@@ -42,12 +42,13 @@ def cv_results(outcome: search.Outcome) -> pl.DataFrame:
     return pl.DataFrame(outcome.rows).sort(["cv_mean", "trial", "n_estimators"], descending=[True, False, False])
 
 
-def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, columns: list[str]) -> None:
+def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, columns: list[str],
+             training_rows: int) -> None:
     # imported here: tracking.open_in_background has loaded them beside the search
     import mlflow
     import mlflow.xgboost
 
-    from stages import scoring
+    from stages import registry
 
     with tracking.run("train"):
         mlflow.log_params({
@@ -64,7 +65,7 @@ def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, c
         mlflow.log_artifact(str(paths.CV_RESULTS))
         mlflow.log_artifact(str(paths.TRAIN_METRICS))
         spec = features.FeatureSpec.load(paths.FEATURES, paths.NORMALIZATION)
-        built = scoring.feature_example(spec, columns)
+        built = registry.feature_example(spec, columns)
         example = built.to_pandas()
         # MLflow tries the example as a JSON serving request, which cannot carry the
         # pandas categories the booster reads, and warns; this flavor is for loading
@@ -80,9 +81,11 @@ def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, c
             signature = mlflow.models.infer_signature(example, booster.predict(search.matrix(built)))
         mlflow.xgboost.log_model(booster, name="model", model_format="json", input_example=example,
                                  pip_requirements=tracking.requirements(), signature=signature)
-        scoring.log_served_model(
-            {"features": paths.FEATURES, "normalization": paths.NORMALIZATION, "model": paths.MODEL}, spec,
+        version = registry.log_served_model(
+            {"features": paths.FEATURES, "normalization": paths.NORMALIZATION, "model": paths.MODEL}, spec, training_rows,
         )
+        log.info("registered %s version %s (`reel-driver promote` makes it the served champion)",
+                 registry.REGISTERED_MODEL, version)
 
 
 def main() -> None:
@@ -118,7 +121,7 @@ def main() -> None:
     log.info("best %s %.4f with %s; %d cells, %d boosting rounds in %.1f s",
              result["scoring"], outcome.best_score, outcome.best, result["candidates"], outcome.rounds, seconds)
     mlflow_ready()
-    _log_run(settings, result, seconds, model, columns)
+    _log_run(settings, result, seconds, model, columns, prepared.height)
 
 
 if __name__ == "__main__":

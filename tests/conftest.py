@@ -135,3 +135,19 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def in_pipeline(pipeline: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(pipeline)
     return pipeline
+
+
+def copy_of_store(pipeline: Path, directory: Path) -> str:
+    """The pipeline run's MLflow store (one registered version, evaluated, no champion),
+    copied so that a test can register and promote; the artifacts stay where they are."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(pipeline / "mlflow.db", directory / "mlflow.db")
+    return f"sqlite:///{directory / 'mlflow.db'}"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -14,7 +14,7 @@ import pytest
 import vl_convert
 import yaml
 
-from stages import cli, paths
+from stages import paths, review
 
 SWEEP = "Recall, precision and F2 by threshold (hold-out)"
 GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
@@ -48,10 +48,10 @@ def drawn(tmp_path_factory: pytest.TempPathFactory) -> dict:
     previous = Path.cwd()
     os.chdir(root)
     try:
-        plots = cli._dvc_plots(["HEAD"])
+        plots = review._dvc_plots(["HEAD"])
     finally:
         os.chdir(previous)
-    svgs = {plot_id: vl_convert.vegalite_to_svg(spec) for plot_id, spec in cli._vega_specs(plots)}
+    svgs = {plot_id: vl_convert.vegalite_to_svg(spec) for plot_id, spec in review._vega_specs(plots)}
     return {"plots": plots, "svg": svgs, "confusion": {"workspace": confusion, "HEAD": baseline[paths.PLOT_CONFUSION]},
             "definitions": yaml.safe_load((root / "dvc.yaml").read_text())["plots"]}
 
@@ -143,6 +143,6 @@ def test_threshold_lines_are_named_and_told_apart_by_colour_and_shape(drawn: dic
 
 def test_every_plot_renders_to_png_and_offline_svg(drawn: dict, tmp_path: Path) -> None:
     # what reel-driver review and reel-driver plots write from the same DVC output
-    images = cli.write_pngs(drawn["plots"], tmp_path)
+    images = review.write_pngs(drawn["plots"], tmp_path)
     assert len(images) == 5 and all(image.read_bytes().startswith(b"\x89PNG") for _, image in images)
-    assert cli.render_offline(drawn["plots"]).count("<svg") == 5
+    assert review.render_offline(drawn["plots"]).count("<svg") == 5

@@ -3,7 +3,6 @@ probabilities, bad input, and the served model over real HTTP."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,28 +15,13 @@ import pytest
 
 from stages import params, paths, scoring, search
 from stages.errors import PipelineError
+from tests.conftest import free_port
 
 
 def hold_out_raw(root: Path) -> pl.DataFrame:
     """The raw rows of the hold-out movies, label stripped."""
     test_ids = pl.read_parquet(root / paths.PREDICTIONS).get_column("imdb_id")
     return pl.read_parquet(root / paths.RAW).filter(pl.col("imdb_id").is_in(test_ids.implode())).drop("label")
-
-
-def test_predict_gives_evaluates_probabilities(in_pipeline: Path, tmp_path: Path) -> None:
-    from stages import cli
-
-    raw = tmp_path / "new.parquet"
-    hold_out_raw(in_pipeline).write_parquet(raw)
-    out = tmp_path / "scored.parquet"
-    cli.predict(cli.parser().parse_args(["predict", str(raw), "-o", str(out)]))
-
-    scored = pl.read_parquet(out)
-    expected = pl.read_parquet(paths.PREDICTIONS)
-    joined = expected.join(scored, on="imdb_id", suffix="_predict")
-    assert joined.height == expected.height == scored.height
-    assert np.allclose(joined["probability"], joined["probability_predict"], atol=1e-6, rtol=0)
-    assert joined["prediction"].to_list() == joined["prediction_predict"].to_list()
 
 
 def test_unseen_values_extra_columns_and_missing_ones(in_pipeline: Path) -> None:
@@ -55,17 +39,6 @@ def test_unseen_values_extra_columns_and_missing_ones(in_pipeline: Path) -> None
         scorer.probabilities(rows.drop("genre", "imdb_votes"))
     with pytest.raises(PipelineError, match=r"column release_year: cannot read as Int16"):
         scorer.probabilities(rows.with_columns(release_year=pl.lit("nineteen")))
-
-
-def test_labeled_rows_get_a_confusion_cell_at_the_threshold() -> None:
-    out_of_fold = pl.DataFrame({"imdb_id": ["tt3", "tt1"], "label": [1, 0], "probability": [0.2, 0.9]})
-    hold_out = pl.DataFrame({"imdb_id": ["tt2"], "label": [1], "probability": [0.35]})
-    rows = scoring.labeled(out_of_fold, hold_out, 0.35)
-    assert rows.to_dicts() == [
-        {"imdb_id": "tt1", "prediction": 1, "probability": 0.9, "cm_value": "FP", "scored_by": "out_of_fold"},
-        {"imdb_id": "tt2", "prediction": 1, "probability": 0.35, "cm_value": "TP", "scored_by": "hold_out"},
-        {"imdb_id": "tt3", "prediction": 0, "probability": 0.2, "cm_value": "FN", "scored_by": "out_of_fold"},
-    ]
 
 
 def test_out_of_fold_rows_are_scored_by_models_that_did_not_see_them() -> None:
@@ -98,19 +71,13 @@ def test_train_writes_out_of_fold_probabilities_for_every_training_row(in_pipeli
     assert oof.get_column("probability").is_between(0, 1).all()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_served_model_answers_raw_rows_over_http(in_pipeline: Path) -> None:
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{in_pipeline / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["reel-driver"], filter_string="tags.stage = 'train'")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{in_pipeline / 'mlflow.db'}",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     server = subprocess.Popen(

@@ -6,6 +6,7 @@ import shutil
 
 import mlflow
 import numpy as np
+import polars as pl
 import pytest
 import xgboost as xgb
 from sklearn.metrics import fbeta_score
@@ -19,9 +20,9 @@ from stages import (
     params,
     paths,
     prep,
+    registry,
     rows,
     sample,
-    scoring,
     search,
     train,
 )
@@ -200,17 +201,27 @@ def test_train_and_evaluate_on_the_sample(small_pipeline, tmp_path, capfd, recwa
     assert runs["artifact_uri"].iloc[0].startswith((tmp_path / "mlruns").as_uri())
     logged = mlflow.xgboost.load_model(f"runs:/{runs['run_id'].iloc[0]}/model")
     assert logged.num_boosted_rounds() == booster.num_boosted_rounds()
-    # its input example is built from synthetic rows, not training rows: no real movie goes to MLflow
-    example = mlflow.models.Model.load(f"runs:/{runs['run_id'].iloc[0]}/model").load_input_example()
-    spec = features.FeatureSpec.load(paths.FEATURES, paths.NORMALIZATION)
-    expected = scoring.feature_example(spec, booster.feature_names).to_pandas()
-    assert list(example.columns) == booster.feature_names and len(example) == 5
-    for column in example.columns:
-        assert example[column].astype(object).where(example[column].notna(), None).tolist() == \
-            expected[column].astype(object).where(expected[column].notna(), None).tolist(), column
-    # every train run registers its serving model: models:/reel-driver/latest is the newest run's
-    versions = mlflow.MlflowClient().search_model_versions(f"name = '{scoring.REGISTERED_MODEL}'")
+    # the input examples are made up from the feature spec: no training row's id or values go to MLflow
+    train_run = runs["run_id"].iloc[0]
+    example = pl.from_pandas(mlflow.models.Model.load(f"runs:/{train_run}/model").load_input_example())
+    assert example.columns == booster.feature_names and example.height == 2
+    prepared = pl.read_parquet(paths.PREPARED_TRAIN)
+    training_features = prepared.select(example.columns)
+    assert training_features.join(example.cast(dict(training_features.schema)), on=example.columns, how="semi",
+                                  nulls_equal=True).is_empty()
+    served = pl.from_pandas(mlflow.models.Model.load(f"runs:/{train_run}/serving").load_input_example())
+    raw = pl.read_parquet(paths.RAW).select(served.columns)
+    assert not set(served["imdb_id"]) & set(raw["imdb_id"])
+    values = [c for c in served.columns if c != "imdb_id"]
+    assert raw.select(values).join(served.select(values).cast(dict(raw.select(values).schema)), on=values,
+                                   how="semi", nulls_equal=True).is_empty()
+    assert served.row(0, named=True)["genre"]  # one row shows every field filled, the other the bare id
+    # every train run registers its serving model; evaluate records its hold-out metrics on the version
+    versions = mlflow.MlflowClient().search_model_versions(f"name = '{registry.REGISTERED_MODEL}'")
     train_runs = set(runs[runs["tags.stage"] == "train"]["run_id"])
     assert {v.run_id for v in versions} == train_runs and len(versions) == 2
-    latest = mlflow.pyfunc.load_model(f"models:/{scoring.REGISTERED_MODEL}/latest")
+    first = registry.Version.of(next(v for v in versions if str(v.version) == "1"))
+    assert (first.model_sha256, first.training_rows, first.threshold) == (model_bytes, prepared.height, 0.35)
+    assert first.hold_out == scores
+    latest = mlflow.pyfunc.load_model(f"models:/{registry.REGISTERED_MODEL}/latest")
     assert latest.metadata.run_id == runs["run_id"].iloc[2]
