@@ -30,14 +30,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never log to the user's MLflow server or think they run inside a DVC experiment."""
-    for variable in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "REEL_DRIVER_PG_DSN"):
+# what would send a run to the user's MLflow server or make a stage think it runs in a DVC experiment
+ISOLATED = ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "REEL_DRIVER_PG_DSN")
+
+
+def _isolate(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ISOLATED:
         # set, then delete: monkeypatch then also removes what a test sets later
         # (mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into the environment)
         monkeypatch.setenv(variable, "")
         monkeypatch.delenv(variable)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never log to the user's MLflow server or think they run inside a DVC experiment."""
+    _isolate(monkeypatch)
 
 
 @pytest.fixture(scope="session")
@@ -110,25 +118,41 @@ def repo_copy(tmp_path: Path) -> Path:
     return target
 
 
-@pytest.fixture(scope="session")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small sample run through extract, prep, train and evaluate once, in its own directory."""
-    from stages import analyze, evaluate, extract, prep, train
+def _run_pipeline(root: Path, raw: pl.DataFrame | None = None) -> Path:
+    """extract (or ``raw`` as extract would write it), prep, analyze, train and evaluate in
+    ``root``, with a search small enough for tests; MLflow's store is root's own."""
+    from stages import analyze, evaluate, extract, outputs, paths, prep, schema, train
 
-    root = tmp_path_factory.mktemp("pipeline")
     settings = yaml.safe_load((REPO / "params.yaml").read_text())
     settings["extract"]["sample_rows"] = 1500
     settings["search"].update(budget=6, cv_folds=3)
     settings["publish"]["batch_rows"] = 100  # several batches even on a small sample
     (root / "params.yaml").write_text(yaml.safe_dump(settings))
-    previous = Path.cwd()
-    os.chdir(root)
-    try:
-        for stage in (extract, prep, analyze, train, evaluate):
+    # a session fixture is built before the test's own isolation, maybe after a test that
+    # pointed MLflow elsewhere: it isolates itself
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _isolate(monkeypatch)
+        monkeypatch.chdir(root)
+        if raw is None:
+            extract.main()
+        else:
+            text = raw.with_columns(pl.col("label", "media_type").cast(pl.String))
+            outputs.write_parquet(schema.conform(text).sort("imdb_id"), paths.RAW)
+        for stage in (prep, analyze, train, evaluate):
             stage.main()
-    finally:
-        os.chdir(previous)
     return root
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small sample run through extract, prep, train and evaluate once, in its own directory."""
+    return _run_pipeline(tmp_path_factory.mktemp("pipeline"))
+
+
+@pytest.fixture(scope="session")
+def real_pipeline(real_export: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real export run through prep, train and evaluate once (skips where it is absent)."""
+    return _run_pipeline(tmp_path_factory.mktemp("real_pipeline"), real_export)
 
 
 @pytest.fixture

@@ -20,10 +20,9 @@ import pytest
 import yaml
 
 from stages import paths, registry, serve
-from tests.conftest import copy_of_store, free_port
+from tests.conftest import ISOLATED, copy_of_store, free_port
 from tests.test_scoring import hold_out_raw
 
-CLEAN = ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "REEL_DRIVER_PG_DSN")
 FIELDS = list(serve.Movie.model_fields)
 
 
@@ -74,6 +73,12 @@ def wait_for(condition, seconds: float, what: str) -> None:
         time.sleep(0.1)
 
 
+@pytest.fixture(scope="module", params=["sample", pytest.param("real export", marks=pytest.mark.slow)])
+def pipeline(request: pytest.FixtureRequest) -> Path:
+    """Every test below runs on the sample's model, then (CI) on the real export's."""
+    return request.getfixturevalue("pipeline" if request.param == "sample" else "real_pipeline")
+
+
 @pytest.fixture(scope="module")
 def server(pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`reel-driver serve` on a copy of the pipeline's store, polling the alias every 0.2 s."""
@@ -82,7 +87,7 @@ def server(pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     settings["serve"]["poll_seconds"] = 0.2
     (home / "params.yaml").write_text(yaml.safe_dump(settings))
     store = copy_of_store(pipeline, home / "store")
-    env = {key: value for key, value in os.environ.items() if key not in CLEAN} | {"MLFLOW_TRACKING_URI": store}
+    env = {key: value for key, value in os.environ.items() if key not in ISOLATED} | {"MLFLOW_TRACKING_URI": store}
     port, log = free_port(), home / "serve.log"
     with log.open("w") as sink:
         process = subprocess.Popen([sys.executable, "-m", "stages.cli", "serve", "--port", str(port)], cwd=home,
