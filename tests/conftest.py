@@ -32,8 +32,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never log to the user's MLflow server or think they run inside a DVC experiment."""
-    for variable in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "REEL_DRIVER_PG_DSN"):
+    """Tests never log to the user's MLflow server, think they run inside a DVC experiment, or
+    read the user's database (extract.source auto would, where the environment names one)."""
+    from stages.database import SERVER_VARIABLES
+
+    for variable in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", *SERVER_VARIABLES):
         # set, then delete: monkeypatch then also removes what a test sets later
         # (mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into the environment)
         monkeypatch.setenv(variable, "")
@@ -117,7 +120,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("pipeline")
     settings = yaml.safe_load((REPO / "params.yaml").read_text())
-    settings["extract"]["sample_rows"] = 1500
+    # explicit: a session fixture is set up before the autouse one clears the user's database settings
+    settings["extract"].update(source="sample", sample_rows=1500)
     settings["search"].update(budget=6, cv_folds=3)
     settings["publish"]["batch_rows"] = 100  # several batches even on a small sample
     (root / "params.yaml").write_text(yaml.safe_dump(settings))

@@ -55,3 +55,19 @@ def test_the_pg_variables_fill_in_what_the_dsn_leaves_out(monkeypatch, tmp_path:
     line = _refusal(monkeypatch, "")
     assert line.startswith(f"cannot connect to PostgreSQL at host 127.0.0.1, port {port}, database media, user owner: ")
     assert PASSWORD not in line
+
+
+@pytest.mark.parametrize(
+    ("environment", "named"),
+    [
+        ({}, None),
+        ({"PGUSER": "reader", "PGPORT": "5433", "PGPASSWORD": "x"}, None),  # how to connect, not where
+        ({"PGHOST": ""}, None),
+        ({"PGSERVICE": "media"}, "PGSERVICE"),
+        ({"PGDATABASE": "media", "PGHOST": "db.example"}, "PGHOST"),
+        ({database.DSN_VARIABLE: "host=db.example", "PGHOST": "other"}, database.DSN_VARIABLE),
+    ],
+)
+def test_server_variable_is_the_first_that_names_a_database(environment: dict, named: str | None) -> None:
+    assert database.server_variable(environment) == named
+
