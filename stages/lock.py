@@ -56,7 +56,8 @@ def check() -> None:
         status = repo.status()
         cached = {out.def_path for out in repo.index.outs if out.use_cache}
         recorded_data = {
-            stage.name: {entry.def_path for entry in (*stage.deps, *stage.outs) if entry.def_path in cached and entry.hash_info}
+            stage.name: {entry.def_path for entry in (*stage.deps, *stage.outs)
+                         if entry.def_path in cached and entry.hash_info}
             for stage in repo.index.stages
         }
     differences = stale(status, recorded_data)

@@ -259,7 +259,8 @@ def test_the_owners_database_runs_are_reviewed_in_a_clone_without_the_database(
     _small_params(repo_copy)
     run("git", "checkout", "-q", "-b", "main")
     dvc("remote", "add", "--default", "store", str(tmp_path / "remote"))
-    assert "1300 rows from PostgreSQL table atp.training (extract.source auto, REEL_DRIVER_PG_DSN is set)" in dvc("repro").stderr
+    first_run = dvc("repro").stderr
+    assert "1300 rows from PostgreSQL table atp.training (extract.source auto, REEL_DRIVER_PG_DSN is set)" in first_run
     dvc("push")
     run("git", "add", "-A")
     run("git", "commit", "-qm", "the owner's first run")
