@@ -48,8 +48,9 @@ def parser() -> argparse.ArgumentParser:
         help="the code-review report: recall gate, metrics and params diff, plots as PNG",
         description="Print (or write) the report CI posts on a pull request: the gate on hold-out recall "
         "(review.recall_floor, review.recall_drop_tolerance in params.yaml), `dvc metrics diff BASELINE --md`, "
-        "`dvc params diff BASELINE --md` and the DVC plots of both as PNG images. Exits 1 after the report "
-        "when the gate fails. Run `dvc repro` first.",
+        "`dvc params diff BASELINE --md` and the DVC plots of both as PNG images, from the committed run: "
+        "nothing is re-run, no database is needed. Exits 1 after the report when the gate fails, and before "
+        "it, in one line, when dvc.lock does not match the code, params or metrics.",
     )
     compare.add_argument("baseline", nargs="?", default="main", help="revision to compare with (default main)")
     compare.add_argument("-o", "--out", type=Path, help="write the Markdown here instead of printing it")

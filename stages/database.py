@@ -8,7 +8,7 @@ params, and never logged.
 import io
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import polars as pl
 import psycopg
@@ -21,6 +21,10 @@ from stages import schema
 from stages.errors import PipelineError
 
 DSN_VARIABLE = "REEL_DRIVER_PG_DSN"
+# The variables that say which server or database to read: one of them set means this shell
+# points at a database (extract.source: auto reads it then). Not PGPASSWORD, PGSSLMODE and the
+# like, which only say how to connect, nor PGUSER and PGPORT alone, which shells often keep.
+SERVER_VARIABLES = (DSN_VARIABLE, "PGHOST", "PGHOSTADDR", "PGSERVICE", "PGDATABASE")
 
 # Rows come as CSV parsed by pyarrow, not as binary COPY rows built into Python
 # tuples (1,000,000 rows: 114 s and 530 MiB that way; bench/extract.py).
@@ -76,6 +80,11 @@ def _libpq_reason(error: psycopg.Error) -> str:
         return type(error).__name__
     lines[0] = re.sub(r"^connection (is bad|failed): ", "", lines[0])
     return "; ".join(lines)
+
+
+def server_variable(environment: Mapping[str, str]) -> str | None:
+    """The first of ``SERVER_VARIABLES`` set (not empty) in ``environment``, or None."""
+    return next((name for name in SERVER_VARIABLES if environment.get(name)), None)
 
 
 def connect() -> psycopg.Connection:

@@ -1,11 +1,14 @@
 """extract: atp.training -> data/raw/training.parquet (sorted by imdb_id).
 
-From PostgreSQL (source: postgres) or the synthetic generator (source: sample).
+From PostgreSQL (source: postgres) or the synthetic generator (source: sample);
+source: auto reads PostgreSQL when the environment names a database, else the
+sample, so one params.yaml serves the owner and a newcomer's clone alike.
 Identical source rows give a byte-identical file, so DVC reruns nothing
 downstream when the table did not change.
 """
 
 import logging
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import closing
@@ -14,7 +17,7 @@ import polars as pl
 from tqdm import tqdm
 
 from stages import database, params, paths, schema
-from stages.errors import run_stage
+from stages.errors import PipelineError, run_stage
 from stages.outputs import write_parquet_batches
 
 log = logging.getLogger("reel_driver.extract")
@@ -36,9 +39,19 @@ def _from_postgres(settings: params.ExtractParams) -> Iterator[pl.DataFrame]:
                     yield schema.conform(frame)
 
 
+def chosen_source(source: str, server_variable: str | None) -> tuple[str, str]:
+    """The source to read ("sample" or "postgres") and why, in words for the log."""
+    if source != "auto":
+        return source, f"extract.source {source}"
+    if server_variable:
+        return "postgres", f"extract.source auto, {server_variable} is set"
+    return "sample", f"extract.source auto, none of {', '.join(database.SERVER_VARIABLES)} is set"
+
+
 def main() -> None:
     settings = params.load().extract
-    if settings.source == "sample":
+    source, reason = chosen_source(settings.source, database.server_variable(os.environ))
+    if source == "sample":
         # imported here: the generator pulls in scipy, which costs a postgres
         # extract about 1 s and 50 MiB for nothing
         from stages import sample
@@ -48,8 +61,14 @@ def main() -> None:
     else:
         frames = _from_postgres(settings)
         origin = f"PostgreSQL table {settings.table}"
-    rows = write_parquet_batches(frames, paths.RAW)
-    log.info("%d rows from %s -> %s", rows, origin, paths.RAW)
+    try:
+        rows = write_parquet_batches(frames, paths.RAW)
+    except PipelineError as error:
+        if settings.source != "auto":
+            raise
+        # the user may not know that this shell names a database: the one line says why extract read one
+        raise PipelineError(f"{error} [{reason}; extract.source: sample reads the synthetic sample]") from None
+    log.info("%d rows from %s (%s) -> %s", rows, origin, reason, paths.RAW)
 
 
 if __name__ == "__main__":

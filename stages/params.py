@@ -48,7 +48,7 @@ TableName = Annotated[str, AfterValidator(_schema_qualified)]
 
 
 class ExtractParams(_Section):
-    source: Literal["sample", "postgres"]
+    source: Literal["auto", "sample", "postgres"]
     table: TableName
     sample_rows: Annotated[int, Field(ge=100)]
     seed: Annotated[int, Field(ge=0)]

@@ -27,7 +27,8 @@ OUT_OF_FOLD = Path("data/predictions/train_oof.parquet")
 
 EVALUATE_METRICS = Path("metrics/evaluate.json")
 PREDICTIONS = Path("data/predictions/test.parquet")
-REVIEW = Path("metrics/review.md")
+# titles and imdb_ids of the owner's movies: a DVC output (cache, remote), never in git
+REVIEW = Path("reports/review.md")
 PLOT_CONFUSION = Path("metrics/plots/confusion.json")
 PLOT_PRECISION_RECALL = Path("metrics/plots/precision_recall.json")
 PLOT_ROC = Path("metrics/plots/roc.json")

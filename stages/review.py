@@ -13,12 +13,9 @@ from pathlib import Path
 import polars as pl
 import vl_convert
 
-from stages import data_diff, metrics, params, paths
+from stages import data_diff, lock, metrics, params, paths
 from stages.errors import PipelineError
 from stages.outputs import write_bytes, write_text
-
-OFFLINE_PLOTS = Path("dvc_plots/offline.html")
-REVIEW_PLOTS = Path("dvc_plots/review")
 
 
 def _dvc(*command: str) -> str:
@@ -91,19 +88,19 @@ def _table(markdown: str) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def _read_at(path: Path, columns: list[str], baseline: str | None) -> pl.DataFrame:
-    """A DVC-tracked parquet file of the workspace, or of a revision from the DVC cache (or its remote)."""
-    if baseline is None:
-        return pl.read_parquet(path, columns=columns)
+def _read_at(path: Path, columns: list[str], revision: str | None) -> pl.DataFrame:
+    """A DVC-tracked parquet file at ``revision`` (None: the workspace). DVC reads it from the
+    workspace, its cache or the default remote, so a clone with a remote needs no `dvc pull`."""
     import dvc.api
     from dvc.exceptions import DvcException
 
     try:
-        with dvc.api.open(str(path), rev=baseline, mode="rb") as file:
+        with dvc.api.open(str(path), rev=revision, mode="rb") as file:
             return pl.read_parquet(file, columns=columns)
     except (DvcException, FileNotFoundError) as error:
-        raise PipelineError(f"{baseline}'s {path} is not in the DVC cache ({type(error).__name__}): "
-                            "`dvc fetch` it, or run `dvc repro` at that revision") from None
+        raise PipelineError(f"{revision or 'the workspace'}'s {path} is neither here nor in a DVC remote "
+                            f"({type(error).__name__}): `dvc pull` it from the remote that holds it, "
+                            "or run `dvc repro` at that revision") from None
 
 
 def data_section(baseline: str, threshold: float) -> str:
@@ -143,6 +140,7 @@ def offline_plots(revisions: list[str], out: Path) -> None:
 
 def review(baseline: str, out: Path | None, plots_dir: Path) -> None:
     settings = params.load()
+    lock.check()  # the metrics below must be this code's and params': refuse a stale run
     images = write_pngs(_dvc_plots([baseline]), plots_dir)
     diff = json.loads(_dvc("metrics", "diff", baseline, "--all", "--json") or "{}")
     gate, failure = recall_gate(diff, settings.review, baseline)

@@ -11,6 +11,8 @@ import psycopg
 import pytest
 import yaml
 
+from stages.database import SERVER_VARIABLES
+
 REPO = Path(__file__).resolve().parent.parent
 DDL = Path(__file__).resolve().parent / "data" / "atp_training.sql"
 # CI has ../shared beside the clone; a user's fresh clone does not.
@@ -30,8 +32,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-# what would send a run to the user's MLflow server or make a stage think it runs in a DVC experiment
-ISOLATED = ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "REEL_DRIVER_PG_DSN")
+# what would send a run to the user's MLflow server, make a stage think it runs in a DVC
+# experiment, or read the user's database (extract.source auto would, where the environment names one)
+ISOLATED = ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", *SERVER_VARIABLES)
 
 
 def _isolate(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,7 +47,8 @@ def _isolate(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never log to the user's MLflow server or think they run inside a DVC experiment."""
+    """Tests never log to the user's MLflow server, think they run inside a DVC experiment, or
+    read the user's database."""
     _isolate(monkeypatch)
 
 
@@ -124,7 +128,8 @@ def _run_pipeline(root: Path, raw: pl.DataFrame | None = None) -> Path:
     from stages import analyze, evaluate, extract, outputs, paths, prep, schema, train
 
     settings = yaml.safe_load((REPO / "params.yaml").read_text())
-    settings["extract"]["sample_rows"] = 1500
+    # explicit, as a newcomer's clone has it: the sample, whatever the environment
+    settings["extract"].update(source="sample", sample_rows=1500)
     settings["search"].update(budget=6, cv_folds=3)
     settings["publish"]["batch_rows"] = 100  # several batches even on a small sample
     (root / "params.yaml").write_text(yaml.safe_dump(settings))

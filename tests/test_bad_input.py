@@ -100,7 +100,7 @@ PARAM_CASES = {
         "allowed: one value or a list of distinct values, each an integer >= 1 and <= 20",
     ),
     "unknown extract.source": (
-        {"extract__source": "mysql"}, "error: params.yaml: extract.source = 'mysql': Input should be 'sample' or 'postgres'",
+        {"extract__source": "mysql"}, "error: params.yaml: extract.source = 'mysql': Input should be 'auto', 'sample' or 'postgres'",
     ),
     "evaluate.threshold at 1": (
         {"evaluate__threshold": 1.0},
@@ -315,6 +315,18 @@ def test_connection_failures_are_one_line_and_never_show_the_password(
     if where == "wrong password":
         assert 'password authentication failed for user "reader"' in line
     assert wrong not in result.stdout + result.stderr
+    assert snapshot(stage_dir) == before
+
+
+def test_auto_says_why_it_tried_the_database(stage_dir: Path, tmp_path: Path) -> None:
+    """A shell that names a database (here an unreachable one) makes extract.source auto read it:
+    the one line says so, for a user who did not mean it."""
+    set_params(stage_dir, extract__source="auto")
+    before = snapshot(stage_dir)
+    line = refused(run(stage_dir, "extract", env={"PGHOST": f"{tmp_path}/nowhere", "PGCONNECT_TIMEOUT": "3"}))
+    assert line.startswith(f"error: cannot connect to PostgreSQL at socket directory {tmp_path}/nowhere, port ")
+    assert line.endswith("(set REEL_DRIVER_PG_DSN or the PG* variables) "
+                         "[extract.source auto, PGHOST is set; extract.source: sample reads the synthetic sample]")
     assert snapshot(stage_dir) == before
 
 

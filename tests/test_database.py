@@ -55,3 +55,27 @@ def test_the_pg_variables_fill_in_what_the_dsn_leaves_out(monkeypatch, tmp_path:
     line = _refusal(monkeypatch, "")
     assert line.startswith(f"cannot connect to PostgreSQL at host 127.0.0.1, port {port}, database media, user owner: ")
     assert PASSWORD not in line
+
+
+@pytest.mark.parametrize(
+    ("environment", "named"),
+    [
+        ({}, None),
+        ({"PGUSER": "reader", "PGPORT": "5433", "PGPASSWORD": "x"}, None),  # how to connect, not where
+        ({"PGHOST": ""}, None),
+        ({"PGSERVICE": "media"}, "PGSERVICE"),
+        ({"PGDATABASE": "media", "PGHOST": "db.example"}, "PGHOST"),
+        ({database.DSN_VARIABLE: "host=db.example", "PGHOST": "other"}, database.DSN_VARIABLE),
+    ],
+)
+def test_server_variable_is_the_first_that_names_a_database(environment: dict, named: str | None) -> None:
+    assert database.server_variable(environment) == named
+
+
+def test_ci_runs_the_newcomers_pipeline_with_no_database_named() -> None:
+    """.ci/run unsets exactly the variables that would make extract.source auto read a database."""
+    from tests.conftest import REPO
+
+    lines = (REPO / ".ci" / "run").read_text().splitlines()
+    [unset] = [line.split()[1:] for line in lines if line.strip().startswith("unset ")]
+    assert unset == list(database.SERVER_VARIABLES)

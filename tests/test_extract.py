@@ -326,6 +326,28 @@ def test_sample_source_is_byte_identical(workdir) -> None:
     assert sha256(paths.RAW) != first
 
 
+def test_auto_reads_the_database_where_the_environment_names_one(workdir, atp_db: str, monkeypatch) -> None:
+    execute(atp_db, AWKWARD_ROWS)
+    workdir(extract={"source": "auto", "sample_rows": 150})
+    assert run_extract().height == 3
+    monkeypatch.delenv(database.DSN_VARIABLE)  # a newcomer's shell
+    assert run_extract().height == 150
+
+
+@pytest.mark.parametrize(
+    ("source", "variable", "chosen"),
+    [
+        ("auto", "PGHOST", ("postgres", "extract.source auto, PGHOST is set")),
+        ("auto", None, ("sample", "extract.source auto, none of REEL_DRIVER_PG_DSN, PGHOST, PGHOSTADDR, "
+                                  "PGSERVICE, PGDATABASE is set")),
+        ("sample", "PGHOST", ("sample", "extract.source sample")),
+        ("postgres", None, ("postgres", "extract.source postgres")),
+    ],
+)
+def test_chosen_source(source: str, variable: str | None, chosen: tuple[str, str]) -> None:
+    assert extract.chosen_source(source, variable) == chosen
+
+
 def test_shipped_ddl_matches_the_production_schema() -> None:
     production = REPO.parent / "shared" / "schema" / "atp_training.sql"
     if not production.exists():

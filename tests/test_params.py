@@ -20,7 +20,7 @@ def with_value(section: str, key: str, value: object) -> dict:
 
 def test_repository_params_load() -> None:
     loaded = params.parse(REPO_PARAMS)
-    assert loaded.extract.source == "sample"
+    assert loaded.extract.source == "auto"  # the sample, unless the environment names a database
     assert loaded.extract.table == "atp.training" and loaded.publish.table == "atp.prediction"
     assert loaded.split.test_size == 0.15
     assert loaded.prep.media_types == ["movie"]
@@ -30,6 +30,7 @@ def test_repository_params_load() -> None:
     ("section", "key", "value"),
     [
         ("extract", "source", "postgres"),
+        ("extract", "source", "sample"),
         ("extract", "table", "public.my_training"),
         ("extract", "sample_rows", 100),
         ("prep", "media_types", ["movie", "tv_show"]),
@@ -48,7 +49,7 @@ def test_good_values(section: str, key: str, value: object) -> None:
 @pytest.mark.parametrize(
     ("section", "key", "value", "message"),
     [
-        ("extract", "source", "sampel", "extract.source = 'sampel': Input should be 'sample' or 'postgres'"),
+        ("extract", "source", "sampel", "extract.source = 'sampel': Input should be 'auto', 'sample' or 'postgres'"),
         ("extract", "table", "training", "extract.table = 'training': Value error, must be schema-qualified"),
         ("extract", "table", "a.b.c", "must be schema-qualified"),
         ("extract", "sample_rows", 10, "extract.sample_rows = 10: Input should be greater than or equal to 100"),
@@ -199,7 +200,7 @@ def test_dvc_set_param_keeps_every_comment(tmp_path: Path) -> None:
         (["evaluate.treshold=0.3"], "params.yaml with evaluate.treshold=0.3: unknown key evaluate.treshold; did you mean threshold?"),
         (["max_depth=0"], "params.yaml with max_depth=0: max_depth = 0: Input should be greater than or equal to 1"),
         (["scale_pos_weight=9", "extract.source=mysql"], "params.yaml with scale_pos_weight=9 extract.source=mysql: "
-                                                        "extract.source = 'mysql': Input should be 'sample' or 'postgres'"),
+                                                        "extract.source = 'mysql': Input should be 'auto', 'sample' or 'postgres'"),
         (["scale_pos_weight"], "'scale_pos_weight': expected KEY=VALUE"),
         (["max_depth.deep=1"], "'max_depth.deep=1': max_depth is not a section of params.yaml"),
     ],
@@ -218,7 +219,7 @@ def test_check_names_the_bad_override(workdir, overrides: list[str], line: str) 
         (["scale_pos_weight=9"], lambda p: p.scale_pos_weight == [9]),
         (["max_depth=[3,5]", "evaluate.threshold=0.3"], lambda p: p.max_depth == [3, 5] and p.evaluate.threshold == 0.3),
         (["extract.source=postgres"], lambda p: p.extract.source == "postgres"),
-        ([], lambda p: p.extract.source == "sample"),
+        ([], lambda p: p.extract.source == "auto"),
     ],
 )
 def test_check_applies_good_overrides(workdir, overrides: list[str], read) -> None:
