@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import xgboost as xgb
+from sklearn.metrics import log_loss
 
 from stages import params, paths, scoring, search
 from stages.errors import PipelineError
@@ -69,6 +71,13 @@ def test_train_writes_out_of_fold_probabilities_for_every_training_row(in_pipeli
     prepared = pl.read_parquet(paths.PREPARED_TRAIN)
     assert oof.get_column("imdb_id").to_list() == prepared.get_column("imdb_id").to_list()
     assert oof.get_column("probability").is_between(0, 1).all()
+    # not the refit model's own scores: the model that saw every row fits them better than the
+    # fold models, each of which never saw the row it scored
+    booster = xgb.Booster(model_file=paths.MODEL)
+    in_sample = booster.predict(search.matrix(prepared.select(booster.feature_names)))
+    labels, out_of_fold = prepared.get_column("label").to_numpy(), oof.get_column("probability").to_numpy()
+    assert np.abs(out_of_fold - in_sample).max() > 0.1
+    assert log_loss(labels, in_sample) < log_loss(labels, out_of_fold)
 
 
 @pytest.mark.slow

@@ -130,13 +130,29 @@ def test_latin_hypercube_draws_every_value_about_equally_and_never_twice() -> No
 
 def test_tpe_is_deterministic_and_records_every_cell_it_scores(data) -> None:
     features_, labels = data
-    settings = search_settings(strategy="tpe", budget=5)
-    folds = search.make_folds(features_, labels, 3, settings.seed)
-    first = search.search(folds, TINY_GRID, settings, "cpu")
-    second = search.search(folds, TINY_GRID, settings, "cpu")
+    settings = search_settings(strategy="tpe", budget=8)
+    # two searches on folds built separately: the same cells, scores and winner
+    first = search.search(search.make_folds(features_, labels, 3, settings.seed), TINY_GRID, settings, "cpu")
+    second = search.search(search.make_folds(features_, labels, 3, settings.seed), TINY_GRID, settings, "cpu")
     assert first.rows == second.rows and first.best == second.best
-    assert len(first.rows) == 2 * first.configurations
-    assert first.configurations <= 5
+    # each configuration scored once (TPE's repeats cost nothing), at both n_estimators values, on 3 folds
+    tried = {tuple(row[k] for k in TINY_GRID if k != "n_estimators") for row in first.rows}
+    assert len(tried) == first.configurations and 2 <= first.configurations <= 8
+    assert len(first.rows) == 2 * first.configurations and first.fits == 3 * first.configurations
+    assert {row["state"] for row in first.rows} == {"complete"} and first.pruned == 0
+
+
+def test_tpe_prunes_configurations_whose_first_folds_trail(data) -> None:
+    features_, labels = data
+    # one booster at a time: each fold is reported before the next, so the median pruner can stop a trial
+    settings = search_settings(strategy="tpe", budget=16, prune=True, jobs=1)
+    outcome = search.search(search.make_folds(features_, labels, 3, settings.seed), TINY_GRID, settings, "cpu")
+    pruned = [row for row in outcome.rows if row["state"] == "pruned"]
+    assert outcome.pruned > 0 and {row["trial"] for row in pruned} and all(row["folds"] < 3 for row in pruned)
+    assert outcome.fits < 3 * outcome.configurations  # pruned trials grew fewer boosters
+    assert outcome.best  # the winner is a complete configuration
+    winner = [row for row in outcome.rows if row["cv_mean"] == outcome.best_score]
+    assert winner and all(row["state"] == "complete" and row["folds"] == 3 for row in winner)
 
 
 def test_a_pinned_value_is_the_only_one_tried(data) -> None:
