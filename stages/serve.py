@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from stages import params, registry, scoring
+from stages import params, registry, schema, scoring
 
 log = logging.getLogger("reel_driver.serve")
 
@@ -78,15 +78,8 @@ class BatchPredictions(BaseModel):
     results: list[Prediction]
 
 
-# Movie's fields as a frame: what the feature build casts to atp.training's dtypes
-_FRAME_SCHEMA = {
-    name: pl.List(pl.String) if name in {"genre", "origin_country", "production_countries", "spoken_languages",
-                                         "production_companies"}
-    else pl.Float64 if name in {"tmdb_rating", "imdb_rating"}
-    else pl.String if name in {"imdb_id", "original_language", "production_status", "tagline", "overview"}
-    else pl.Int64
-    for name in Movie.model_fields
-}
+# Movie's fields as a frame in atp.training's own dtypes (the validation keeps every value in range)
+_FRAME_SCHEMA = {name: schema.BY_NAME[name].dtype for name in Movie.model_fields}
 
 
 def movies_frame(movies: list[Movie]) -> pl.DataFrame:
