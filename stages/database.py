@@ -5,15 +5,16 @@ PGPASSWORD, PGPASSFILE, PGSERVICE, ...) or from REEL_DRIVER_PG_DSN; never from
 params, and never logged.
 """
 
-import io
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 
+import adbc_driver_manager
+import adbc_driver_postgresql
+import adbc_driver_postgresql.dbapi
 import polars as pl
 import psycopg
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
@@ -26,27 +27,28 @@ DSN_VARIABLE = "REEL_DRIVER_PG_DSN"
 # like, which only say how to connect, nor PGUSER and PGPORT alone, which shells often keep.
 SERVER_VARIABLES = (DSN_VARIABLE, "PGHOST", "PGHOSTADDR", "PGSERVICE", "PGDATABASE")
 
-# Rows come as CSV parsed by pyarrow, not as binary COPY rows built into Python
-# tuples (1,000,000 rows: 114 s and 530 MiB that way; bench/extract.py).
-# How each canonical type travels: its type in the CSV, and the table's own types
-# whose text form already parses as that (they go bare); any other type is cast on
-# the server. Casting costs: on 1,000,000 rows, casting every column (enums to text,
-# NUMERIC to float8, int4 to int8) took 1.7 s more server CPU than bare columns.
-# NUMERIC goes bare: its exact decimal text parses to the double that a float8
-# cast would give. CHAR(n) is cast to text, which trims its blank padding.
+# Rows come by ADBC's PostgreSQL driver: binary COPY decoded into Arrow in C++.
+# bench/extract.py measured the routes on 1,000,000 rows (issue 19): text COPY as
+# CSV parsed by pyarrow lost to ADBC by 1.16 x in seconds and 1.5 x in peak RSS;
+# binary COPY rows built into Python tuples took 114 s. psycopg stays for
+# connecting, describing the table and publishing.
+# How each canonical type travels: its Arrow type off the wire, and the table's
+# own types that ADBC decodes to it (they go bare); any other type is cast on the
+# server. NUMERIC is cast to float8 there: ADBC would send it as decimal text to be
+# parsed here, and the double the server computes is the one that parse would give.
+# CHAR(n) is cast to text, which trims its blank padding.
 _WIRE: dict[str, tuple[pa.DataType, frozenset[str]]] = {
     "text": (pa.string(), frozenset({"text", "varchar", "enum"})),
     "int2": (pa.int16(), frozenset({"int2"})),
     "int8": (pa.int64(), frozenset({"int2", "int4", "int8"})),
-    "float8": (pa.float64(), frozenset({"float8", "numeric"})),
+    "float8": (pa.float64(), frozenset({"float8"})),
     "bool": (pa.bool_(), frozenset({"bool"})),
     "timestamptz": (pa.timestamp("us", "UTC"), frozenset({"timestamptz"})),
-    # as JSON, which polars decodes
-    "text[]": (pa.string(), frozenset({"text[]", "varchar[]"})),
+    "text[]": (pa.list_(pa.string()), frozenset({"text[]", "varchar[]"})),
 }
-# Bytes of CSV parsed at a time (a row must fit in one). At 1,000,000 rows, 4 MiB
-# blocks peaked at 516 MiB against 380 MiB for 1 MiB, at the same speed.
-_BLOCK_BYTES = 1 << 20
+# A hint to ADBC for the bytes of one decoded batch (its default is 16 MiB): batches
+# are joined and sliced into batch_rows anyway, and a small one holds less memory.
+_ADBC_BATCH_BYTES = 1 << 20
 
 
 def _where(dsn: str) -> str:
@@ -80,6 +82,12 @@ def _libpq_reason(error: psycopg.Error) -> str:
         return type(error).__name__
     lines[0] = re.sub(r"^connection (is bad|failed): ", "", lines[0])
     return "; ".join(lines)
+
+
+def _adbc_reason(error: Exception) -> str:
+    """ADBC's message on one line, without its status prefix ("IO: [libpq] ")."""
+    message = " ".join(str(error).split())
+    return re.sub(r"^[A-Z_]+: (\[libpq\] )?", "", message)
 
 
 def server_variable(environment: Mapping[str, str]) -> str | None:
@@ -136,8 +144,6 @@ def _wire(column: schema.Column, table_type: str) -> sql.Composable:
     """The SELECT expression that sends ``column`` as its CSV type (see ``_WIRE``)."""
     name = sql.Identifier(column.name)
     value = name if table_type in _WIRE[column.pg_type][1] else sql.SQL("{}::{}").format(name, sql.SQL(column.pg_type))
-    if column.pg_type.endswith("[]"):
-        value = sql.SQL("array_to_json({})::text").format(value)
     return sql.SQL("{} AS {}").format(value, name)
 
 
@@ -152,94 +158,59 @@ def select_query(
     return sql.SQL('SELECT {} FROM {}{} ORDER BY imdb_id COLLATE "C"').format(selected, table, condition)
 
 
-class _CopyReader(io.RawIOBase):
-    """A COPY TO STDOUT as a file, for pyarrow's CSV reader: COPY hands over one row at a
-    time, and a read joins as many whole rows as fit (1,000,000 rows: 1.8 s of CPU against
-    2.3 s for a BufferedReader that pulls them one by one)."""
-
-    def __init__(self, copy: psycopg.Copy) -> None:
-        self._read_row = copy.read
-        self._next = memoryview(copy.read())
-        # pyarrow refuses an empty CSV: the caller asks first
-        self.empty = not self._next
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if size < 0:
-            return self.readall()
-        row = self._next
-        if len(row) > size:
-            # pyarrow's CSV reader needs each row within one block
-            first = bytes(row[:40]).decode(errors="replace").split(",")[0]
-            raise PipelineError(
-                f"the row of imdb_id {first} is {len(row) / 2**20:.1f} MiB as CSV; extract reads rows "
-                f"of up to {size / 2**20:.0f} MiB (database._BLOCK_BYTES)"
-            )
-        rows, held = [], 0
-        while row and held + len(row) <= size:
-            rows.append(row)
-            held += len(row)
-            row = self._read_row()
-        self._next = memoryview(row)
-        return b"".join(rows)
+def wire_schema(columns: list[schema.Column]) -> pa.Schema:
+    """The Arrow schema of ``columns`` as ``read_tables`` yields them."""
+    return pa.schema([(c.name, _WIRE[c.pg_type][0]) for c in columns])
 
 
-def _frame(rows: pa.Table, lists: list[pl.Expr]) -> pl.DataFrame:
-    """Parsed CSV rows -> one contiguous frame (the parquet bytes depend on it), arrays decoded."""
-    return pl.from_arrow(rows, rechunk=True).with_columns(lists)
+def read_tables(query: str, columns: list[schema.Column], batch_rows: int) -> Iterator[pa.Table]:
+    """Stream the rows of ``query`` (a ``select_query`` as text) as Arrow tables of
+    ``batch_rows`` rows, in ``wire_schema(columns)``.
+
+    Memory stays bounded by a few batches, whatever the size of the table. Enum
+    columns come as text; an empty result gives one empty table.
+    """
+    dsn = os.environ.get(DSN_VARIABLE) or "postgresql://"  # the bare scheme: libpq reads the PG* variables
+    wire = wire_schema(columns)
+    try:
+        conn = adbc_driver_postgresql.dbapi.connect(dsn)
+    except adbc_driver_manager.Error as error:
+        raise PipelineError(f"cannot connect to PostgreSQL at {_where(dsn)}: {_adbc_reason(error)}") from None
+    try:
+        with conn.cursor() as cur:
+            # a TIMESTAMP column is cast to timestamptz on the server, in its session's time zone;
+            # text arrives in the client encoding
+            cur.execute("SET TimeZone = 'UTC'")
+            cur.execute("SET client_encoding = 'UTF8'")
+            cur.adbc_statement.set_options(
+                **{adbc_driver_postgresql.StatementOptions.BATCH_SIZE_HINT_BYTES.value: str(_ADBC_BATCH_BYTES)})
+            cur.execute(query)
+            pending, held = [], 0
+            for batch in cur.fetch_record_batch():
+                pending.append(batch)
+                held += batch.num_rows
+                while held >= batch_rows:
+                    rows = pa.Table.from_batches(pending)
+                    yield rows.slice(0, batch_rows).cast(wire)
+                    pending, held = rows.slice(batch_rows).to_batches(), held - batch_rows
+            if held or not pending:
+                yield pa.Table.from_batches(pending, wire if not pending else None).cast(wire)
+    except adbc_driver_manager.Error as error:
+        raise PipelineError(f"PostgreSQL failed while reading: {_adbc_reason(error)}") from error
+    finally:
+        # a stream stopped early (a bad row): without the cancel, closing would first
+        # read the rest of the table
+        conn.adbc_cancel()
+        conn.close()
 
 
 def read_frames(
     conn: psycopg.Connection, query: sql.Composable, columns: list[schema.Column], batch_rows: int
 ) -> Iterator[pl.DataFrame]:
-    """Stream the rows of ``query`` (a ``select_query``) as frames of ``batch_rows`` rows.
-
-    Memory stays bounded by a few batches, whatever the size of the table. Enum
-    columns come as text; an empty result gives one empty frame.
-    """
-    names = [c.name for c in columns]
-    convert = pacsv.ConvertOptions(
-        column_types={c.name: _WIRE[c.pg_type][0] for c in columns},
-        # PostgreSQL's CSV: NULL is an empty field, an empty string is "" (quoted)
-        null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
-        true_values=["t"], false_values=["f"],
-    )
-    lists = [pl.col(c.name).str.json_decode(c.dtype) for c in columns if c.pg_type.endswith("[]")]
-    try:
-        with conn.cursor() as cur:
-            # the text forms that the CSV types parse, whatever the server's or the
-            # client's defaults; LOCAL: for this transaction only
-            cur.execute(
-                "SET LOCAL DateStyle = ISO; SET LOCAL TimeZone = 'UTC'; "
-                "SET LOCAL extra_float_digits = 1; SET LOCAL client_encoding = 'UTF8'"
-            )
-            with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT CSV)").format(query)) as copy:
-                if (source := _CopyReader(copy)).empty:
-                    yield pl.DataFrame(schema=schema.wire_schema(columns))
-                    return
-                reader = pacsv.open_csv(
-                    source,
-                    read_options=pacsv.ReadOptions(column_names=names, block_size=_BLOCK_BYTES),
-                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                    convert_options=convert,
-                )
-                pending: list[pa.RecordBatch] = []
-                held = 0
-                for batch in reader:
-                    pending.append(batch)
-                    held += batch.num_rows
-                    while held >= batch_rows:
-                        rows = pa.Table.from_batches(pending)
-                        yield _frame(rows.slice(0, batch_rows), lists)
-                        pending, held = rows.slice(batch_rows).to_batches(), held - batch_rows
-                if held:
-                    yield _frame(pa.Table.from_batches(pending, reader.schema), lists)
-    except psycopg.Error as error:
-        raise PipelineError(f"PostgreSQL failed while reading: {' '.join(str(error).split())}") from error
-    except (pa.ArrowInvalid, pl.exceptions.PolarsError) as error:
-        raise PipelineError(f"cannot parse the rows PostgreSQL sent: {' '.join(str(error).split())[:300]}") from error
+    """``read_tables`` as polars frames (dtypes: ``schema.wire_schema``)."""
+    dtypes = schema.wire_schema(columns)
+    for table in read_tables(query.as_string(conn), columns, batch_rows):
+        yield pl.from_arrow(table, rechunk=True).cast(dtypes)
 
 
 def replace_rows(

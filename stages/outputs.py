@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 # Explicit so that the bytes do not depend on a library default that may change.
@@ -51,8 +52,8 @@ def write_parquet(frame: pl.DataFrame, path: Path) -> None:
     write_parquet_batches([frame], path)
 
 
-def write_parquet_batches(batches: Iterable[pl.DataFrame], path: Path) -> int:
-    """Stream frames of one schema into a parquet file; returns the row count.
+def write_parquet_batches(batches: Iterable[pl.DataFrame | pa.Table], path: Path) -> int:
+    """Stream frames (polars or Arrow) of one schema into a parquet file; returns the row count.
 
     Needs at least one frame: an empty one gives an empty file that keeps the schema.
     A frame is encoded on a second thread while the caller produces the next (the
@@ -61,9 +62,9 @@ def write_parquet_batches(batches: Iterable[pl.DataFrame], path: Path) -> int:
     rows = 0
     writer: pq.ParquetWriter | None = None
 
-    def write(frame: pl.DataFrame, tmp: Path) -> None:
+    def write(frame: pl.DataFrame | pa.Table, tmp: Path) -> None:
         nonlocal writer
-        table = frame.to_arrow()
+        table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
         if writer is None:
             writer = pq.ParquetWriter(tmp, table.schema, compression=_COMPRESSION)
         writer.write_table(table)
@@ -77,7 +78,7 @@ def write_parquet_batches(batches: Iterable[pl.DataFrame], path: Path) -> int:
                     if len(queued) == _QUEUED:
                         queued.popleft().result()  # the writer's error, if any, stops the stream here
                     queued.append(pool.submit(write, batch, tmp))
-                    rows += batch.height
+                    rows += len(batch)
                 for written in queued:
                     written.result()
         finally:

@@ -5,8 +5,11 @@ boundary (database or sample), so every later stage can trust the raw parquet.
 """
 
 from dataclasses import dataclass
+from functools import cache
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from stages.errors import PipelineError
 
@@ -106,6 +109,15 @@ def _first_row(frame: pl.DataFrame, condition: pl.Expr) -> dict | None:
     return bad.row(0, named=True) if bad.height else None
 
 
+def _null_error(name: str, imdb_id: object) -> PipelineError:
+    return PipelineError(f"column {name}: NULL where the table forbids it (imdb_id {imdb_id})")
+
+
+def _unknown_value_error(name: str, value: object, imdb_id: object) -> PipelineError:
+    allowed = BY_NAME[name].dtype.categories.to_list()
+    return PipelineError(f"column {name}: unknown value {value!r} (imdb_id {imdb_id}); allowed: {', '.join(allowed)}")
+
+
 def conform(frame: pl.DataFrame) -> pl.DataFrame:
     """Enforce the schema on rows from any source: columns, order, dtypes, enum values.
 
@@ -116,15 +128,59 @@ def conform(frame: pl.DataFrame) -> pl.DataFrame:
     columns = present_columns(frame.columns)
     for name in NOT_NULL:
         if row := _first_row(frame, pl.col(name).is_null()):
-            raise PipelineError(f"column {name}: NULL where the table forbids it (imdb_id {row['imdb_id']})")
+            raise _null_error(name, row["imdb_id"])
     for name in ENUM_COLUMNS:
         allowed = BY_NAME[name].dtype.categories.to_list()
         if row := _first_row(frame, ~pl.col(name).cast(pl.String).is_in(allowed)):
-            raise PipelineError(
-                f"column {name}: unknown value {row[name]!r} (imdb_id {row['imdb_id']}); "
-                f"allowed: {', '.join(allowed)}"
-            )
+            raise _unknown_value_error(name, row[name], row["imdb_id"])
     return cast(frame, [c.name for c in columns])
+
+
+@cache
+def arrow_schema(names: tuple[str, ...]) -> pa.Schema:
+    """The Arrow schema that polars gives the named columns: a parquet file in it reads
+    back in the schema's dtypes (enums included)."""
+    return pl.DataFrame(schema={name: BY_NAME[name].dtype for name in names}).to_arrow().schema
+
+
+def _enum_codes(table: pa.Table, field: pa.Field) -> pa.ChunkedArray:
+    """A text column as the dictionary array of its enum (the dictionary: every category,
+    in order, as polars writes it); a value outside the enum raises."""
+    categories = pa.array(BY_NAME[field.name].dtype.categories.to_list(), field.type.value_type)
+    text = table[field.name]
+    codes = pc.index_in(text, value_set=categories)
+    if codes.null_count > text.null_count:
+        row = pc.index(pc.and_(codes.is_null(), text.is_valid()), True).as_py()
+        raise _unknown_value_error(field.name, text[row].as_py(), table["imdb_id"][row].as_py())
+    codes = codes.cast(field.type.index_type)
+    return pa.chunked_array(
+        [pa.DictionaryArray.from_arrays(chunk, categories, ordered=field.type.ordered) for chunk in codes.chunks],
+        field.type,
+    )
+
+
+def conform_arrow(table: pa.Table) -> pa.Table:
+    """``conform`` for Arrow rows whose columns are already the schema's, in order, in
+    types that widen to its dtypes (the database's wire types).
+
+    Arrow compute instead of polars: on 1,000,000 rows the round trip through polars
+    cost 1.9 s of CPU against 0.3 s (its strings are views, copied both ways).
+    """
+    target = arrow_schema(tuple(table.column_names))
+    for name in NOT_NULL:
+        if table[name].null_count:
+            raise _null_error(name, table["imdb_id"][pc.index(table[name].is_null(), True).as_py()].as_py())
+    columns = []
+    for field, column in zip(target, table.columns):
+        if field.name in ENUM_COLUMNS:
+            columns.append(_enum_codes(table, field))
+            continue
+        try:
+            columns.append(column.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            reason = " ".join(str(error).split())[:200]
+            raise PipelineError(f"column {field.name}: cannot read as {BY_NAME[field.name].dtype}: {reason}") from error
+    return pa.Table.from_arrays(columns, schema=target)
 
 
 def cast(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:

@@ -1,9 +1,11 @@
 """The schema boundary: every source's rows leave it in one shape, or with one clear error."""
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from stages import schema
+from stages import database, schema
 from stages.errors import PipelineError
 
 
@@ -65,3 +67,35 @@ def test_bad_rows_are_named(changes: dict, message: str) -> None:
 def test_missing_required_columns_are_all_named() -> None:
     with pytest.raises(PipelineError, match=r"missing required column\(s\) label, genre; found: imdb_id"):
         schema.conform(rows().drop("label", "genre"))
+
+
+def wire_table(frame: pl.DataFrame) -> pa.Table:
+    """``frame`` as the database sends it: Arrow, enums as text, INTEGER ids as int32."""
+    columns = schema.present_columns(frame.columns)
+    table = frame.select(c.name for c in columns).to_arrow().cast(database.wire_schema(columns))
+    return table.set_column(table.schema.get_field_index("tmdb_id"), "tmdb_id", table["tmdb_id"].cast(pa.int32()))
+
+
+def test_conform_arrow_gives_what_conform_gives(tmp_path) -> None:
+    frame = rows(tmdb_id=[7, None], label=["would_not_watch", None], genre=[["Drama", None], []], anomalous=[True, None])
+    conformed = schema.conform_arrow(wire_table(frame))
+    assert conformed.schema == schema.arrow_schema(tuple(conformed.column_names))
+    # the parquet extract writes reads back in the schema's dtypes, enums included
+    pq.write_table(conformed, tmp_path / "rows.parquet")
+    back = pl.read_parquet(tmp_path / "rows.parquet")
+    assert back.equals(schema.conform(frame)) and back.schema == schema.conform(frame).schema
+    assert back.get_column("label").to_list() == ["would_not_watch", None]
+    assert back.get_column("tmdb_id").to_list() == [7, None]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"label": ["would_watch", "maybe"]}, "column label: unknown value 'maybe' (imdb_id tt0000012); allowed: would_watch, would_not_watch"),
+        ({"media_type": ["movie", None]}, "column media_type: NULL where the table forbids it (imdb_id tt0000012)"),
+    ],
+)
+def test_conform_arrow_names_bad_rows(changes: dict, message: str) -> None:
+    with pytest.raises(PipelineError) as caught:
+        schema.conform_arrow(wire_table(rows(**changes)))
+    assert str(caught.value).startswith(message)
