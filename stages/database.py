@@ -15,6 +15,7 @@ import adbc_driver_postgresql.dbapi
 import polars as pl
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
@@ -32,19 +33,19 @@ SERVER_VARIABLES = (DSN_VARIABLE, "PGHOST", "PGHOSTADDR", "PGSERVICE", "PGDATABA
 # CSV parsed by pyarrow lost to ADBC by 1.16 x in seconds and 1.5 x in peak RSS;
 # binary COPY rows built into Python tuples took 114 s. psycopg stays for
 # connecting, describing the table and publishing.
-# How each canonical type travels: its Arrow type off the wire, and the table's
-# own types that ADBC decodes to it (they go bare); any other type is cast on the
-# server. NUMERIC is cast to float8 there: ADBC would send it as decimal text to be
-# parsed here, and the double the server computes is the one that parse would give.
-# CHAR(n) is cast to text, which trims its blank padding.
+# How each canonical type travels: its Arrow type here, and the table types that go
+# bare; any other type is cast on the server. A cast there runs before the sort, while
+# this end waits, so CHAR padding is trimmed and INTEGER narrowed here in Arrow compute
+# (_decode). NUMERIC is the exception: ADBC would build its decimal text row by row,
+# which costs this end more than the cast to float8 costs the server (bench/extract.py).
 _WIRE: dict[str, tuple[pa.DataType, frozenset[str]]] = {
-    "text": (pa.string(), frozenset({"text", "varchar", "enum"})),
-    "int2": (pa.int16(), frozenset({"int2"})),
+    "text": (pa.string(), frozenset({"text", "varchar", "enum", "bpchar"})),
+    "int2": (pa.int16(), frozenset({"int2", "int4"})),
     "int8": (pa.int64(), frozenset({"int2", "int4", "int8"})),
     "float8": (pa.float64(), frozenset({"float8"})),
     "bool": (pa.bool_(), frozenset({"bool"})),
     "timestamptz": (pa.timestamp("us", "UTC"), frozenset({"timestamptz"})),
-    "text[]": (pa.list_(pa.string()), frozenset({"text[]", "varchar[]"})),
+    "text[]": (pa.list_(pa.string()), frozenset({"text[]", "varchar[]", "bpchar[]"})),
 }
 # A hint to ADBC for the bytes of one decoded batch (its default is 16 MiB): batches
 # are joined and sliced into batch_rows anyway, and a small one holds less memory.
@@ -140,11 +141,38 @@ def table_columns(conn: psycopg.Connection, table: sql.Identifier) -> dict[str, 
     return {name: names.get(oid, "unknown") for name, oid in described}
 
 
+def _bare(column: schema.Column, table_type: str) -> bool:
+    return table_type in _WIRE[column.pg_type][1]
+
+
 def _wire(column: schema.Column, table_type: str) -> sql.Composable:
-    """The SELECT expression that sends ``column`` as its CSV type (see ``_WIRE``)."""
+    """The SELECT expression that sends ``column``: bare, or cast to its canonical type (``_WIRE``)."""
     name = sql.Identifier(column.name)
-    value = name if table_type in _WIRE[column.pg_type][1] else sql.SQL("{}::{}").format(name, sql.SQL(column.pg_type))
+    value = name if _bare(column, table_type) else sql.SQL("{}::{}").format(name, sql.SQL(column.pg_type))
     return sql.SQL("{} AS {}").format(value, name)
+
+
+def _trimmed(text: pa.Array) -> pa.Array:
+    """CHAR(n) values without their blank padding (as a cast to text trims them)."""
+    if isinstance(text, pa.ListArray):
+        return pa.ListArray.from_arrays(text.offsets, _trimmed(text.values), mask=text.is_null())
+    return pc.utf8_rtrim(text, characters=" ")
+
+
+def _decode(batch: pa.RecordBatch, columns: list[schema.Column], types: dict[str, str], wire: pa.Schema) -> pa.RecordBatch:
+    """ADBC's Arrow for the bare columns as their canonical types: CHAR padding trimmed,
+    integers cast (a value that does not fit names its column)."""
+    decoded = []
+    for column, field, values in zip(columns, wire, batch.columns):
+        table_type = types[column.name]
+        if table_type in ("bpchar", "bpchar[]") and _bare(column, table_type):
+            values = _trimmed(values)
+        try:
+            decoded.append(values.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            reason = " ".join(str(error).split())[:200]
+            raise PipelineError(f"column {column.name}: cannot read {table_type} as {column.pg_type}: {reason}") from error
+    return pa.RecordBatch.from_arrays(decoded, schema=wire)
 
 
 def select_query(
@@ -163,9 +191,12 @@ def wire_schema(columns: list[schema.Column]) -> pa.Schema:
     return pa.schema([(c.name, _WIRE[c.pg_type][0]) for c in columns])
 
 
-def read_tables(query: str, columns: list[schema.Column], batch_rows: int) -> Iterator[pa.Table]:
+def read_tables(
+    query: str, columns: list[schema.Column], types: dict[str, str], batch_rows: int
+) -> Iterator[pa.Table]:
     """Stream the rows of ``query`` (a ``select_query`` as text) as Arrow tables of
-    ``batch_rows`` rows, in ``wire_schema(columns)``.
+    ``batch_rows`` rows, in ``wire_schema(columns)``; ``types``: the table's own column
+    types (``table_columns``).
 
     Memory stays bounded by a few batches, whatever the size of the table. Enum
     columns come as text; an empty result gives one empty table.
@@ -185,16 +216,16 @@ def read_tables(query: str, columns: list[schema.Column], batch_rows: int) -> It
             cur.adbc_statement.set_options(
                 **{adbc_driver_postgresql.StatementOptions.BATCH_SIZE_HINT_BYTES.value: str(_ADBC_BATCH_BYTES)})
             cur.execute(query)
-            pending, held = [], 0
+            pending, held, sent = [], 0, False
             for batch in cur.fetch_record_batch():
-                pending.append(batch)
+                pending.append(_decode(batch, columns, types, wire))
                 held += batch.num_rows
                 while held >= batch_rows:
                     rows = pa.Table.from_batches(pending)
-                    yield rows.slice(0, batch_rows).cast(wire)
-                    pending, held = rows.slice(batch_rows).to_batches(), held - batch_rows
-            if held or not pending:
-                yield pa.Table.from_batches(pending, wire if not pending else None).cast(wire)
+                    yield rows.slice(0, batch_rows)
+                    pending, held, sent = rows.slice(batch_rows).to_batches(), held - batch_rows, True
+            if held or not sent:  # the rest, or one empty table
+                yield pa.Table.from_batches(pending, wire)
     except adbc_driver_manager.Error as error:
         raise PipelineError(f"PostgreSQL failed while reading: {_adbc_reason(error)}") from error
     finally:
@@ -205,11 +236,11 @@ def read_tables(query: str, columns: list[schema.Column], batch_rows: int) -> It
 
 
 def read_frames(
-    conn: psycopg.Connection, query: sql.Composable, columns: list[schema.Column], batch_rows: int
+    conn: psycopg.Connection, query: sql.Composable, columns: list[schema.Column], types: dict[str, str], batch_rows: int
 ) -> Iterator[pl.DataFrame]:
     """``read_tables`` as polars frames (dtypes: ``schema.wire_schema``)."""
     dtypes = schema.wire_schema(columns)
-    for table in read_tables(query.as_string(conn), columns, batch_rows):
+    for table in read_tables(query.as_string(conn), columns, types, batch_rows):
         yield pl.from_arrow(table, rechunk=True).cast(dtypes)
 
 

@@ -31,7 +31,7 @@ def _from_postgres(settings: params.ExtractParams) -> Iterator[pa.Table]:
         query = database.select_query(table, columns, types).as_string(conn)
     # a progress bar on a terminal, nothing in CI logs
     with tqdm(desc="extract", unit=" rows", disable=not sys.stderr.isatty()) as progress:
-        for rows in database.read_tables(query, columns, settings.batch_rows):
+        for rows in database.read_tables(query, columns, types, settings.batch_rows):
             progress.update(rows.num_rows)
             yield schema.conform_arrow(rows)
 

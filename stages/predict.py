@@ -29,7 +29,7 @@ def _table_rows(table_name: str, scorer: scoring.Scorer, settings: params.Params
         # the label and the flags that decide a row's kind, where the table has them
         columns = [c for c in schema.COLUMNS if c.name in needed or (c.name in rows.DECIDING and c.name in available)]
         query = database.select_query(table, columns, available)
-        with closing(database.read_frames(conn, query, columns, settings.publish.batch_rows)) as frames:
+        with closing(database.read_frames(conn, query, columns, available, settings.publish.batch_rows)) as frames:
             for frame in frames:
                 if "label" not in frame.columns:  # a table of new movies only
                     frame = frame.with_columns(label=pl.lit(None, pl.String))
