@@ -2,25 +2,35 @@
 
 Credentials come from the libpq variables (PGHOST, PGPORT, PGDATABASE, PGUSER,
 PGPASSWORD, PGPASSFILE, PGSERVICE, ...) or from REEL_DRIVER_PG_DSN; never from
-params, and never logged.
+params, and never logged. Reads go through ADBC (``reading``), writes through
+psycopg (``connect``, ``replace_rows``).
 """
+
+from __future__ import annotations
 
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import adbc_driver_manager
 import adbc_driver_postgresql
 import adbc_driver_postgresql.dbapi
 import polars as pl
-import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-from psycopg import pq, sql
-from psycopg.conninfo import conninfo_to_dict
 
 from stages import schema
 from stages.errors import PipelineError
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+
+# psycopg is imported where it is used, for writing and for error messages: extract
+# reads through ADBC alone, and importing psycopg would cost it 11 MiB of RSS and
+# 0.2 s at start (bench/extract.py holds it to the streamed ADBC's figures)
 
 DSN_VARIABLE = "REEL_DRIVER_PG_DSN"
 # The variables that say which server or database to read: one of them set means this shell
@@ -31,8 +41,7 @@ SERVER_VARIABLES = (DSN_VARIABLE, "PGHOST", "PGHOSTADDR", "PGSERVICE", "PGDATABA
 # Rows come by ADBC's PostgreSQL driver: binary COPY decoded into Arrow in C++.
 # bench/extract.py measured the routes on 1,000,000 rows (issue 19): text COPY as
 # CSV parsed by pyarrow lost to ADBC by 1.16 x in seconds and 1.5 x in peak RSS;
-# binary COPY rows built into Python tuples took 114 s. psycopg stays for
-# connecting, describing the table and publishing.
+# binary COPY rows built into Python tuples took 114 s. psycopg stays for publishing.
 # How each canonical type travels: its Arrow type here, and the table types that go
 # bare; any other type is cast on the server. A cast there runs before the sort, while
 # this end waits, so CHAR padding is trimmed and INTEGER narrowed here in Arrow compute
@@ -55,7 +64,10 @@ _ADBC_BATCH_BYTES = 1 << 20
 def _where(dsn: str) -> str:
     """Where libpq tries to connect, in plain words (socket or host, port, database, user):
     the DSN's values, else the PG* variables, else libpq's defaults. No password, ever."""
-    given = conninfo_to_dict(dsn)  # connect() has checked that it parses
+    from psycopg import pq
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(dsn)  # _connection_error has checked that it parses
     defaults = {o.keyword.decode(): o.val.decode() for o in pq.Conninfo.get_defaults() if o.val is not None}
 
     def value(key: str) -> str | None:
@@ -73,22 +85,38 @@ def _where(dsn: str) -> str:
     return f"{service}{place}, port {value('port') or 5432}, database {value('dbname') or user}, user {user}"
 
 
-def _libpq_reason(error: psycopg.Error) -> str:
+def _one_line(message: str, prefix: str) -> str:
     """libpq's message on one line. Its first line says which socket or host failed and why;
-    the next ones (a hint, one per address tried) follow after "; ". psycopg's own prefix
-    ("connection is bad:", "connection failed:") says nothing more and goes."""
-    lines = [" ".join(line.split()) for line in str(error).splitlines()]
+    the next ones (a hint, one per address tried) follow after "; ". The driver's own
+    ``prefix`` (psycopg's "connection failed:", ADBC's "IO: [libpq] Failed to connect:")
+    says nothing more and goes."""
+    lines = [" ".join(line.split()) for line in message.splitlines()]
     lines = [line for line in lines if line]
     if not lines:
-        return type(error).__name__
-    lines[0] = re.sub(r"^connection (is bad|failed): ", "", lines[0])
+        return "no reason given"
+    lines[0] = re.sub(prefix, "", lines[0])
     return "; ".join(lines)
 
 
-def _adbc_reason(error: Exception) -> str:
-    """ADBC's message on one line, without its status prefix ("IO: [libpq] ")."""
-    message = " ".join(str(error).split())
-    return re.sub(r"^[A-Z_]+: (\[libpq\] )?", "", message)
+def _adbc_reason(error: adbc_driver_manager.Error) -> str:
+    """ADBC's message without its wrapping: "IO: [libpq] Failed to connect: " or
+    "...: PGRES_FATAL_ERROR ERROR:  " before the server's words, "SQLSTATE: 42501" after."""
+    message = re.sub(r"[;.\s]*SQLSTATE: \w+\s*$", "", str(error))
+    return _one_line(message, r"^[A-Z_]+: (\[libpq\] )?(Failed to connect: |.*?PGRES_FATAL_ERROR ERROR: +)?")
+
+
+def _connection_error(dsn: str, reason: str) -> PipelineError:
+    """The one line a failed connection gives; libpq never puts the password in its
+    messages, and _where never reads it."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        # the driver's message would quote the string, and with it a password
+        return PipelineError(f"{DSN_VARIABLE} is not a valid PostgreSQL connection string")
+    return PipelineError(f"cannot connect to PostgreSQL at {_where(dsn)}: {reason} (set {DSN_VARIABLE} or the PG* variables)")
 
 
 def server_variable(environment: Mapping[str, str]) -> str | None:
@@ -97,59 +125,90 @@ def server_variable(environment: Mapping[str, str]) -> str | None:
 
 
 def connect() -> psycopg.Connection:
-    """A connection from REEL_DRIVER_PG_DSN, else from the libpq variables."""
+    """A psycopg connection (for writing) from REEL_DRIVER_PG_DSN, else from the libpq variables."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     dsn = os.environ.get(DSN_VARIABLE, "")
     try:
         conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        # psycopg's message quotes the string, and with it a password
-        raise PipelineError(f"{DSN_VARIABLE} is not a valid PostgreSQL connection string") from None
-    try:
         return psycopg.connect(dsn)
     except psycopg.Error as error:
-        # libpq never puts the password in its messages; _where never reads it
-        raise PipelineError(
-            f"cannot connect to PostgreSQL at {_where(dsn)}: {_libpq_reason(error)} "
-            f"(set {DSN_VARIABLE} or the PG* variables)"
-        ) from None
+        raise _connection_error(dsn, _one_line(str(error), r"^connection (is bad|failed): ")) from None
 
 
 def identifier(table: str) -> sql.Identifier:
-    """A schema-qualified name from params, quoted part by part."""
+    """A schema-qualified name from params, quoted part by part (for psycopg)."""
+    from psycopg import sql
+
     return sql.Identifier(*table.split("."))
 
 
-def table_columns(conn: psycopg.Connection, table: sql.Identifier) -> dict[str, str]:
+def quoted(table: str) -> str:
+    """A schema-qualified name from params, quoted part by part as PostgreSQL reads
+    identifiers (what ``identifier`` gives psycopg)."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in table.split("."))
+
+
+@contextmanager
+def reading() -> Iterator[adbc_driver_postgresql.dbapi.Connection]:
+    """An ADBC connection from REEL_DRIVER_PG_DSN, else from the libpq variables, in UTC
+    and UTF-8; on exit a stream still open is cancelled and the connection closed."""
+    dsn = os.environ.get(DSN_VARIABLE, "")
+    try:
+        # the bare scheme: libpq reads the PG* variables, as for an empty DSN
+        conn = adbc_driver_postgresql.dbapi.connect(dsn or "postgresql://")
+    except adbc_driver_manager.Error as error:
+        raise _connection_error(dsn, _adbc_reason(error)) from None
+    try:
+        with conn.cursor() as cur:
+            # a TIMESTAMP column is cast to timestamptz on the server, in its session's time
+            # zone; text arrives in the client encoding
+            cur.execute("SET TimeZone = 'UTC'")
+            cur.execute("SET client_encoding = 'UTF8'")
+        yield conn
+    finally:
+        # a stream stopped early (a bad row): without the cancel, closing would first
+        # read the rest of the table
+        conn.adbc_cancel()
+        conn.close()
+
+
+def _read_error(error: adbc_driver_manager.Error, table: str) -> PipelineError:
+    sqlstate = getattr(error, "sqlstate", None)
+    if sqlstate in ("42P01", "3F000"):  # undefined table, undefined schema
+        return PipelineError(f"table {quoted(table)} does not exist")
+    if sqlstate == "42501":
+        return PipelineError(f"no permission to read {quoted(table)}: {_adbc_reason(error)}")
+    return PipelineError(f"PostgreSQL failed while reading {quoted(table)}: {_adbc_reason(error)}")
+
+
+def table_columns(conn: adbc_driver_postgresql.dbapi.Connection, table: str) -> dict[str, str]:
     """The columns of ``table`` in table order, each with its type: the type's name
     ("int4", "bpchar", arrays as "varchar[]"), "enum" for any enum."""
     try:
         with conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(table))
-            described = [(column.name, column.type_code) for column in cur.description or []]
             cur.execute(
-                "SELECT t.oid, CASE WHEN t.typtype = 'e' THEN 'enum' "
+                "SELECT a.attname, CASE WHEN t.typtype = 'e' THEN 'enum' "
                 "WHEN e.oid IS NOT NULL THEN e.typname || '[]' ELSE t.typname END "
-                "FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
-                "WHERE t.oid = ANY(%s)",
-                [[oid for _, oid in described]],
+                "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+                "LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
+                "WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                parameters=(quoted(table),),
             )
-            names = dict(cur.fetchall())
-    except psycopg.errors.UndefinedTable:
-        raise PipelineError(f"table {table.as_string(conn)} does not exist") from None
-    except psycopg.errors.InsufficientPrivilege as error:
-        raise PipelineError(f"no permission to read {table.as_string(conn)}: {error}") from None
-    return {name: names.get(oid, "unknown") for name, oid in described}
+            return dict(cur.fetchall())
+    except adbc_driver_manager.Error as error:
+        raise _read_error(error, table) from None
 
 
 def _bare(column: schema.Column, table_type: str) -> bool:
     return table_type in _WIRE[column.pg_type][1]
 
 
-def _wire(column: schema.Column, table_type: str) -> sql.Composable:
+def _wire(column: schema.Column, table_type: str) -> str:
     """The SELECT expression that sends ``column``: bare, or cast to its canonical type (``_WIRE``)."""
-    name = sql.Identifier(column.name)
-    value = name if _bare(column, table_type) else sql.SQL("{}::{}").format(name, sql.SQL(column.pg_type))
-    return sql.SQL("{} AS {}").format(value, name)
+    name = quoted(column.name)
+    return f"{name} AS {name}" if _bare(column, table_type) else f"{name}::{column.pg_type} AS {name}"
 
 
 def _trimmed(text: pa.Array) -> pa.Array:
@@ -175,15 +234,12 @@ def _decode(batch: pa.RecordBatch, columns: list[schema.Column], types: dict[str
     return pa.RecordBatch.from_arrays(decoded, schema=wire)
 
 
-def select_query(
-    table: sql.Identifier, columns: list[schema.Column], types: dict[str, str], where: sql.Composable | None = None
-) -> sql.Composed:
+def select_query(table: str, columns: list[schema.Column], types: dict[str, str]) -> str:
     """SELECT of schema columns in their wire form, in imdb_id byte order; ``types``:
     the table's own column types (``table_columns``)."""
-    selected = sql.SQL(", ").join(_wire(c, types[c.name]) for c in columns)
-    condition = sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL("")
+    selected = ", ".join(_wire(c, types[c.name]) for c in columns)
     # COLLATE "C": byte order, the same on every server and as polars sorts
-    return sql.SQL('SELECT {} FROM {}{} ORDER BY imdb_id COLLATE "C"').format(selected, table, condition)
+    return f'SELECT {selected} FROM {quoted(table)} ORDER BY imdb_id COLLATE "C"'
 
 
 def wire_schema(columns: list[schema.Column]) -> pa.Schema:
@@ -192,30 +248,24 @@ def wire_schema(columns: list[schema.Column]) -> pa.Schema:
 
 
 def read_tables(
-    query: str, columns: list[schema.Column], types: dict[str, str], batch_rows: int
+    conn: adbc_driver_postgresql.dbapi.Connection,
+    table: str,
+    columns: list[schema.Column],
+    types: dict[str, str],
+    batch_rows: int,
 ) -> Iterator[pa.Table]:
-    """Stream the rows of ``query`` (a ``select_query`` as text) as Arrow tables of
-    ``batch_rows`` rows, in ``wire_schema(columns)``; ``types``: the table's own column
-    types (``table_columns``).
+    """Stream ``columns`` of ``table`` (``types``: its own column types) in imdb_id byte
+    order, as Arrow tables of ``batch_rows`` rows in ``wire_schema(columns)``.
 
     Memory stays bounded by a few batches, whatever the size of the table. Enum
-    columns come as text; an empty result gives one empty table.
+    columns come as text; an empty table gives one empty table.
     """
-    dsn = os.environ.get(DSN_VARIABLE) or "postgresql://"  # the bare scheme: libpq reads the PG* variables
     wire = wire_schema(columns)
     try:
-        conn = adbc_driver_postgresql.dbapi.connect(dsn)
-    except adbc_driver_manager.Error as error:
-        raise PipelineError(f"cannot connect to PostgreSQL at {_where(dsn)}: {_adbc_reason(error)}") from None
-    try:
         with conn.cursor() as cur:
-            # a TIMESTAMP column is cast to timestamptz on the server, in its session's time zone;
-            # text arrives in the client encoding
-            cur.execute("SET TimeZone = 'UTC'")
-            cur.execute("SET client_encoding = 'UTF8'")
             cur.adbc_statement.set_options(
                 **{adbc_driver_postgresql.StatementOptions.BATCH_SIZE_HINT_BYTES.value: str(_ADBC_BATCH_BYTES)})
-            cur.execute(query)
+            cur.execute(select_query(table, columns, types))
             pending, held, sent = [], 0, False
             for batch in cur.fetch_record_batch():
                 pending.append(_decode(batch, columns, types, wire))
@@ -227,21 +277,20 @@ def read_tables(
             if held or not sent:  # the rest, or one empty table
                 yield pa.Table.from_batches(pending, wire)
     except adbc_driver_manager.Error as error:
-        raise PipelineError(f"PostgreSQL failed while reading: {_adbc_reason(error)}") from error
-    finally:
-        # a stream stopped early (a bad row): without the cancel, closing would first
-        # read the rest of the table
-        conn.adbc_cancel()
-        conn.close()
+        raise _read_error(error, table) from error
 
 
 def read_frames(
-    conn: psycopg.Connection, query: sql.Composable, columns: list[schema.Column], types: dict[str, str], batch_rows: int
+    conn: adbc_driver_postgresql.dbapi.Connection,
+    table: str,
+    columns: list[schema.Column],
+    types: dict[str, str],
+    batch_rows: int,
 ) -> Iterator[pl.DataFrame]:
     """``read_tables`` as polars frames (dtypes: ``schema.wire_schema``)."""
     dtypes = schema.wire_schema(columns)
-    for table in read_tables(query.as_string(conn), columns, types, batch_rows):
-        yield pl.from_arrow(table, rechunk=True).cast(dtypes)
+    for rows in read_tables(conn, table, columns, types, batch_rows):
+        yield pl.from_arrow(rows, rechunk=True).cast(dtypes)
 
 
 def replace_rows(
@@ -256,6 +305,9 @@ def replace_rows(
     old rows as they were.
     Rows go in by COPY, in CSV, one batch at a time.
     """
+    import psycopg
+    from psycopg import sql
+
     rows = 0
     try:
         with conn.transaction(), conn.cursor() as cur:

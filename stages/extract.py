@@ -24,16 +24,14 @@ log = logging.getLogger("reel_driver.extract")
 
 
 def _from_postgres(settings: params.ExtractParams) -> Iterator[pa.Table]:
-    table = database.identifier(settings.table)
-    with database.connect() as conn:
-        types = database.table_columns(conn, table)
+    with database.reading() as conn:
+        types = database.table_columns(conn, settings.table)
         columns = schema.present_columns(list(types))
-        query = database.select_query(table, columns, types).as_string(conn)
-    # a progress bar on a terminal, nothing in CI logs
-    with tqdm(desc="extract", unit=" rows", disable=not sys.stderr.isatty()) as progress:
-        for rows in database.read_tables(query, columns, types, settings.batch_rows):
-            progress.update(rows.num_rows)
-            yield schema.conform_arrow(rows)
+        # a progress bar on a terminal, nothing in CI logs
+        with tqdm(desc="extract", unit=" rows", disable=not sys.stderr.isatty()) as progress:
+            for rows in database.read_tables(conn, settings.table, columns, types, settings.batch_rows):
+                progress.update(rows.num_rows)
+                yield schema.conform_arrow(rows)
 
 
 def chosen_source(source: str, server_variable: str | None) -> tuple[str, str]:

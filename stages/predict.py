@@ -3,7 +3,6 @@ atp.training) with exactly the training feature build, into a parquet file."""
 
 import logging
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 
 import polars as pl
@@ -19,22 +18,19 @@ log = logging.getLogger("reel_driver.predict")
 def _table_rows(table_name: str, scorer: scoring.Scorer, settings: params.Params, every: bool) -> Iterator[pl.DataFrame]:
     """Rows of a table in the atp.training shape with their label and kind: the backlog
     (stages/rows.py: kept media types that are not training rows), or ``every`` row."""
-    table = database.identifier(table_name)
     needed = [*scoring.required_columns(scorer.spec), "media_type"]
-    with database.connect() as conn:
-        available = database.table_columns(conn, table)
+    with database.reading() as conn:
+        available = database.table_columns(conn, table_name)
         missing = [c for c in needed if c not in available]
         if missing:
             raise PipelineError(f"table {table_name} lacks required column(s) {', '.join(missing)}")
         # the label and the flags that decide a row's kind, where the table has them
         columns = [c for c in schema.COLUMNS if c.name in needed or (c.name in rows.DECIDING and c.name in available)]
-        query = database.select_query(table, columns, available)
-        with closing(database.read_frames(conn, query, columns, available, settings.publish.batch_rows)) as frames:
-            for frame in frames:
-                if "label" not in frame.columns:  # a table of new movies only
-                    frame = frame.with_columns(label=pl.lit(None, pl.String))
-                classified = rows.classify(frame, settings.prep)
-                yield classified if every else classified.filter(rows.BACKLOG)
+        for frame in database.read_frames(conn, table_name, columns, available, settings.publish.batch_rows):
+            if "label" not in frame.columns:  # a table of new movies only
+                frame = frame.with_columns(label=pl.lit(None, pl.String))
+            classified = rows.classify(frame, settings.prep)
+            yield classified if every else classified.filter(rows.BACKLOG)
 
 
 def _file_rows(path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:

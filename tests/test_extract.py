@@ -127,9 +127,9 @@ def test_other_column_types_give_the_same_frame(from_postgres: str) -> None:
 def test_production_types_are_sent_without_casts(from_postgres: str) -> None:
     # a cast on the server runs before its sort, while extract waits: CHAR padding is trimmed and
     # INTEGER narrowed on this side; only NUMERIC, which ADBC would send as decimal text, is cast
-    with psycopg.connect(from_postgres) as conn:
-        types = database.table_columns(conn, database.identifier("atp.training"))
-        query = database.select_query(database.identifier("atp.training"), list(schema.COLUMNS), types).as_string(conn)
+    with database.reading() as conn:
+        types = database.table_columns(conn, "atp.training")
+    query = database.select_query("atp.training", list(schema.COLUMNS), types)
     assert types["label"] == "enum" and types["origin_country"] == "bpchar[]" and types["tmdb_rating"] == "numeric"
     assert re.findall(r'"(\w+)"::', query) == ["tmdb_rating", "imdb_rating"]
 
@@ -214,6 +214,14 @@ def test_missing_table_is_named(workdir, from_postgres: str) -> None:
     workdir(extract={"table": "atp.trainig"})
     with pytest.raises(PipelineError, match=r'table "atp"."trainig" does not exist'):
         run_extract()
+
+
+def test_no_permission_is_named(workdir, from_postgres: str, monkeypatch) -> None:
+    execute(from_postgres, "DROP ROLE IF EXISTS reader", "CREATE ROLE reader LOGIN")
+    monkeypatch.setenv("REEL_DRIVER_PG_DSN", from_postgres.replace("postgres:@", "reader:@"))
+    with pytest.raises(PipelineError) as caught:
+        run_extract()
+    assert str(caught.value) == 'no permission to read "atp"."training": permission denied for schema atp'
 
 
 def test_an_unparsable_dsn_is_not_quoted(workdir, monkeypatch) -> None:
