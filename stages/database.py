@@ -58,7 +58,7 @@ _WIRE: dict[str, tuple[pa.DataType, frozenset[str]]] = {
 }
 # A hint to ADBC for the bytes of one decoded batch (its default is 16 MiB): batches
 # are joined and sliced into batch_rows anyway, and a small one holds less memory.
-_ADBC_BATCH_BYTES = 1 << 20
+_ADBC_BATCH_BYTES = 2 << 20
 
 
 def _where(dsn: str) -> str:
@@ -227,7 +227,7 @@ def _decode(batch: pa.RecordBatch, columns: list[schema.Column], types: dict[str
         if table_type in ("bpchar", "bpchar[]") and _bare(column, table_type):
             values = _trimmed(values)
         try:
-            decoded.append(values.cast(field.type))
+            decoded.append(values if values.type == field.type else values.cast(field.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
             reason = " ".join(str(error).split())[:200]
             raise PipelineError(f"column {column.name}: cannot read {table_type} as {column.pg_type}: {reason}") from error
