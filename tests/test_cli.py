@@ -31,12 +31,12 @@ IMPORTS = """
 import sys
 from stages import cli
 import stages.{module}
-print(" ".join(sorted(m for m in ("mlflow", "psycopg", "vl_convert", "xgboost") if m in sys.modules)))
+print(" ".join(sorted(m for m in ("adbc_driver_manager", "mlflow", "psycopg", "vl_convert", "xgboost") if m in sys.modules)))
 """
 
 
 @pytest.mark.parametrize(("module", "loaded"), [
-    ("cli", ""), ("predict", "psycopg xgboost"), ("publish", "psycopg"), ("review", "vl_convert"),
+    ("cli", ""), ("predict", "adbc_driver_manager xgboost"), ("publish", "adbc_driver_manager psycopg"), ("review", "vl_convert"),
     ("promote", "mlflow xgboost"), ("serve", "mlflow xgboost"),
 ])
 def test_a_command_imports_only_what_it_uses(module: str, loaded: str) -> None:

@@ -217,8 +217,8 @@ def test_missing_table_is_named(workdir, from_postgres: str) -> None:
 
 
 def test_no_permission_is_named(workdir, from_postgres: str, monkeypatch) -> None:
-    execute(from_postgres, "DROP ROLE IF EXISTS reader", "CREATE ROLE reader LOGIN")
-    monkeypatch.setenv("REEL_DRIVER_PG_DSN", from_postgres.replace("postgres:@", "reader:@"))
+    execute(from_postgres, "DROP ROLE IF EXISTS no_grants", "CREATE ROLE no_grants LOGIN")
+    monkeypatch.setenv("REEL_DRIVER_PG_DSN", from_postgres.replace("postgres:@", "no_grants:@"))
     with pytest.raises(PipelineError) as caught:
         run_extract()
     assert str(caught.value) == 'no permission to read "atp"."training": permission denied for schema atp'
