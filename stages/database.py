@@ -272,10 +272,12 @@ def read_tables(
                 held += batch.num_rows
                 while held >= batch_rows:
                     rows = pa.Table.from_batches(pending)
-                    yield rows.slice(0, batch_rows)
+                    # one chunk a column: the parquet bytes then depend on the rows and batch_rows
+                    # alone, not on where ADBC's batches happened to end
+                    yield rows.slice(0, batch_rows).combine_chunks()
                     pending, held, sent = rows.slice(batch_rows).to_batches(), held - batch_rows, True
             if held or not sent:  # the rest, or one empty table
-                yield pa.Table.from_batches(pending, wire)
+                yield pa.Table.from_batches(pending, wire).combine_chunks()
     except adbc_driver_manager.Error as error:
         raise _read_error(error, table) from error
 

@@ -12,7 +12,7 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from stages import database, extract, paths, schema
+from stages import database, extract, paths, sample, schema
 from stages.errors import PipelineError
 from tests.conftest import REPO, insert_rows
 
@@ -143,6 +143,15 @@ def test_identical_rows_give_identical_bytes(from_postgres: str) -> None:
     execute(from_postgres, "UPDATE atp.training SET label = 'would_watch' WHERE imdb_id = 'tt0000002'")
     run_extract()
     assert sha256(paths.RAW) != first
+
+
+def test_the_bytes_do_not_depend_on_where_adbc_ends_a_batch(from_postgres: str, monkeypatch) -> None:
+    insert_rows(from_postgres, sample.generate(300, seed=5))
+    run_extract()
+    first = sha256(paths.RAW)
+    monkeypatch.setattr(database, "_ADBC_BATCH_BYTES", 4096)  # batches of a few rows each
+    run_extract()
+    assert sha256(paths.RAW) == first
 
 
 def test_streams_in_batches_of_batch_rows(workdir, from_postgres: str) -> None:
