@@ -43,10 +43,11 @@ SERVER_VARIABLES = (DSN_VARIABLE, "PGHOST", "PGHOSTADDR", "PGSERVICE", "PGDATABA
 # CSV parsed by pyarrow lost to ADBC by 1.16 x in seconds and 1.5 x in peak RSS;
 # binary COPY rows built into Python tuples took 114 s. psycopg stays for publishing.
 # How each canonical type travels: its Arrow type here, and the table types that go
-# bare; any other type is cast on the server. A cast there runs before the sort, while
-# this end waits, so CHAR padding is trimmed and INTEGER narrowed here in Arrow compute
-# (_decode). NUMERIC is the exception: ADBC would build its decimal text row by row,
-# which costs this end more than the cast to float8 costs the server (bench/extract.py).
+# bare; any other type is cast on the server, after its sort (select_query). CHAR padding
+# is trimmed and INTEGER narrowed here in Arrow compute (_decode), which measured cheaper
+# than casts on the server. NUMERIC is the exception: ADBC would build its decimal text
+# row by row, which costs this end more than the cast to float8 costs the server
+# (bench/extract.py).
 _WIRE: dict[str, tuple[pa.DataType, frozenset[str]]] = {
     "text": (pa.string(), frozenset({"text", "varchar", "enum", "bpchar"})),
     "int2": (pa.int16(), frozenset({"int2", "int4"})),
@@ -239,7 +240,14 @@ def select_query(table: str, columns: list[schema.Column], types: dict[str, str]
     the table's own column types (``table_columns``)."""
     selected = ", ".join(_wire(c, types[c.name]) for c in columns)
     # COLLATE "C": byte order, the same on every server and as polars sorts
-    return f'SELECT {selected} FROM {quoted(table)} ORDER BY imdb_id COLLATE "C"'
+    order = 'ORDER BY imdb_id COLLATE "C"'
+    if all(_bare(c, types[c.name]) for c in columns):
+        return f"SELECT {selected} FROM {quoted(table)} {order}"
+    # the casts run on the sorted rows as they stream out: in a plain SELECT the server
+    # casts every row before its sort, while this end waits. OFFSET 0 keeps the subquery
+    # from being flattened; the server knows its rows are in order and sorts once
+    names = ", ".join(quoted(c.name) for c in columns)
+    return f"SELECT {selected} FROM (SELECT {names} FROM {quoted(table)} {order} OFFSET 0) AS sorted {order}"
 
 
 def wire_schema(columns: list[schema.Column]) -> pa.Schema:

@@ -124,14 +124,25 @@ def test_other_column_types_give_the_same_frame(from_postgres: str) -> None:
     assert run_extract().equals(production)
 
 
-def test_production_types_are_sent_without_casts(from_postgres: str) -> None:
-    # a cast on the server runs before its sort, while extract waits: CHAR padding is trimmed and
-    # INTEGER narrowed on this side; only NUMERIC, which ADBC would send as decimal text, is cast
+def test_production_types_are_sent_without_casts_and_cast_after_the_sort(from_postgres: str) -> None:
+    # CHAR padding is trimmed and INTEGER narrowed on this side; only NUMERIC, which ADBC would
+    # send as decimal text, is cast, and on the sorted rows as they stream out: one sort, below it no cast
+    execute(from_postgres, AWKWARD_ROWS)
     with database.reading() as conn:
         types = database.table_columns(conn, "atp.training")
     query = database.select_query("atp.training", list(schema.COLUMNS), types)
+    with psycopg.connect(from_postgres) as conn:  # ADBC runs a query inside COPY, where EXPLAIN cannot be
+        plan = conn.execute(f"EXPLAIN (VERBOSE, FORMAT JSON) {query}").fetchone()[0][0]["Plan"]
     assert types["label"] == "enum" and types["origin_country"] == "bpchar[]" and types["tmdb_rating"] == "numeric"
     assert re.findall(r'"(\w+)"::', query) == ["tmdb_rating", "imdb_rating"]
+    nodes = [plan]
+    while "Plans" in nodes[-1]:
+        (child,) = nodes[-1]["Plans"]
+        nodes.append(child)
+    sorts = [i for i, node in enumerate(nodes) if node["Node Type"] == "Sort"]
+    assert len(sorts) == 1 and nodes[sorts[0]]["Sort Key"] == ['training.imdb_id COLLATE "C"']
+    casts = [i for i, node in enumerate(nodes) if any("double precision" in output for output in node["Output"])]
+    assert casts and max(casts) < sorts[0], nodes
 
 
 def test_identical_rows_give_identical_bytes(from_postgres: str) -> None:
