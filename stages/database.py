@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import adbc_driver_manager
 import adbc_driver_postgresql
-import adbc_driver_postgresql.dbapi
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,7 +29,9 @@ if TYPE_CHECKING:
 
 # psycopg is imported where it is used, for writing and for error messages: extract
 # reads through ADBC alone, and importing psycopg would cost it 11 MiB of RSS and
-# 0.2 s at start (bench/extract.py holds it to the streamed ADBC's figures)
+# 0.2 s at start (bench/extract.py holds it to the streamed ADBC's figures). Reads use
+# ADBC's low-level API, a 1:1 mapping of its C API: its DB-API module imports
+# pyarrow.dataset and with it pandas, XXX s at every start for nothing used here.
 
 DSN_VARIABLE = "REEL_DRIVER_PG_DSN"
 # The variables that say which server or database to read: one of them set means this shell
@@ -99,11 +100,14 @@ def _one_line(message: str, prefix: str) -> str:
     return "; ".join(lines)
 
 
-def _adbc_reason(error: adbc_driver_manager.Error) -> str:
+def _adbc_reason(error: Exception) -> str:
     """ADBC's message without its wrapping: "IO: [libpq] Failed to connect: " or
-    "...: PGRES_FATAL_ERROR ERROR:  " before the server's words, "SQLSTATE: 42501" after."""
+    "...: Failed to prepare query: ERROR:  " before the server's words; the query, where
+    in it the server stopped and "SQLSTATE: 42501" after them."""
     message = re.sub(r"[;.\s]*SQLSTATE: \w+\s*$", "", str(error))
-    return _one_line(message, r"^[A-Z_]+: (\[libpq\] )?(Failed to connect: |.*?PGRES_FATAL_ERROR ERROR: +)?")
+    message = re.sub(r"\s*Query was: .*", "", message, flags=re.DOTALL)
+    message = re.sub(r"^(LINE \d+: .*|\s*\^\s*)$", "", message, flags=re.MULTILINE)
+    return _one_line(message, r"^[A-Z_]+: (\[libpq\] )?(Failed to connect: |.*?(PGRES_FATAL_ERROR|Failed to prepare query:) ERROR: +)?")
 
 
 def _connection_error(dsn: str, reason: str) -> PipelineError:
@@ -145,6 +149,11 @@ def identifier(table: str) -> sql.Identifier:
     return sql.Identifier(*table.split("."))
 
 
+def _literal(text: str) -> str:
+    """A string literal, as PostgreSQL reads it with standard_conforming_strings on (``reading``)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def quoted(table: str) -> str:
     """A schema-qualified name from params, quoted part by part as PostgreSQL reads
     identifiers (what ``identifier`` gives psycopg)."""
@@ -152,30 +161,47 @@ def quoted(table: str) -> str:
 
 
 @contextmanager
-def reading() -> Iterator[adbc_driver_postgresql.dbapi.Connection]:
+def reading() -> Iterator[adbc_driver_manager.AdbcConnection]:
     """An ADBC connection from REEL_DRIVER_PG_DSN, else from the libpq variables, in UTC
     and UTF-8; on exit a stream still open is cancelled and the connection closed."""
     dsn = os.environ.get(DSN_VARIABLE, "")
     try:
         # the bare scheme: libpq reads the PG* variables, as for an empty DSN
-        conn = adbc_driver_postgresql.dbapi.connect(dsn or "postgresql://")
+        server = adbc_driver_postgresql.connect(dsn or "postgresql://")
     except adbc_driver_manager.Error as error:
         raise _connection_error(dsn, _adbc_reason(error)) from None
-    try:
-        with conn.cursor() as cur:
+    with server:
+        try:
+            conn = adbc_driver_manager.AdbcConnection(server)
+        except adbc_driver_manager.Error as error:
+            raise _connection_error(dsn, _adbc_reason(error)) from None
+        try:
             # a TIMESTAMP column is cast to timestamptz on the server, in its session's time
-            # zone; text arrives in the client encoding
-            cur.execute("SET TimeZone = 'UTC'")
-            cur.execute("SET client_encoding = 'UTF8'")
-        yield conn
-    finally:
-        # a stream stopped early (a bad row): without the cancel, closing would first
-        # read the rest of the table
-        conn.adbc_cancel()
-        conn.close()
+            # zone; text arrives in the client encoding; a backslash in a literal is itself
+            for setting in ("TimeZone = 'UTC'", "client_encoding = 'UTF8'", "standard_conforming_strings = on"):
+                with adbc_driver_manager.AdbcStatement(conn) as statement:
+                    statement.set_sql_query(f"SET {setting}")
+                    statement.execute_update()
+            yield conn
+        finally:
+            # a stream stopped early (a bad row): without the cancel, closing would first
+            # read the rest of the table
+            conn.cancel()
+            conn.close()
 
 
-def _read_error(error: adbc_driver_manager.Error, table: str) -> PipelineError:
+@contextmanager
+def _query(conn: adbc_driver_manager.AdbcConnection, query: str, **options: str) -> Iterator[pa.RecordBatchReader]:
+    """The rows of ``query`` as Arrow batches."""
+    with adbc_driver_manager.AdbcStatement(conn) as statement:
+        statement.set_options(**options)
+        statement.set_sql_query(query)
+        stream, _ = statement.execute_query()
+        with pa.RecordBatchReader.from_stream(stream) as reader:
+            yield reader
+
+
+def _read_error(error: adbc_driver_manager.Error | pa.ArrowException, table: str) -> PipelineError:
     sqlstate = getattr(error, "sqlstate", None)
     if sqlstate in ("42P01", "3F000"):  # undefined table, undefined schema
         return PipelineError(f"table {quoted(table)} does not exist")
@@ -184,20 +210,23 @@ def _read_error(error: adbc_driver_manager.Error, table: str) -> PipelineError:
     return PipelineError(f"PostgreSQL failed while reading {quoted(table)}: {_adbc_reason(error)}")
 
 
-def table_columns(conn: adbc_driver_postgresql.dbapi.Connection, table: str) -> dict[str, str]:
+def table_columns(conn: adbc_driver_manager.AdbcConnection, table: str) -> dict[str, str]:
     """The columns of ``table`` in table order, each with its type: the type's name
     ("int4", "bpchar", arrays as "varchar[]"), "enum" for any enum."""
+    query = (
+        "SELECT a.attname, CASE WHEN t.typtype = 'e' THEN 'enum' "
+        "WHEN e.oid IS NOT NULL THEN e.typname || '[]' ELSE t.typname END AS type "
+        "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+        "LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
+        f"WHERE a.attrelid = {_literal(quoted(table))}::regclass AND a.attnum > 0 AND NOT a.attisdropped "
+        "ORDER BY a.attnum"
+    )
     try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT a.attname, CASE WHEN t.typtype = 'e' THEN 'enum' "
-                "WHEN e.oid IS NOT NULL THEN e.typname || '[]' ELSE t.typname END "
-                "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-                "LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
-                "WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-                parameters=(quoted(table),),
-            )
-            return dict(cur.fetchall())
+        # a literal, not a bound parameter: binding one builds Arrow from Python values, and
+        # pyarrow imports pandas to check whether they are pandas objects (0.5 s)
+        with _query(conn, query) as reader:
+            found = reader.read_all()
+        return dict(zip(found["attname"].to_pylist(), found["type"].to_pylist()))
     except adbc_driver_manager.Error as error:
         raise _read_error(error, table) from None
 
@@ -256,7 +285,7 @@ def wire_schema(columns: list[schema.Column]) -> pa.Schema:
 
 
 def read_tables(
-    conn: adbc_driver_postgresql.dbapi.Connection,
+    conn: adbc_driver_manager.AdbcConnection,
     table: str,
     columns: list[schema.Column],
     types: dict[str, str],
@@ -269,13 +298,11 @@ def read_tables(
     columns come as text; an empty table gives one empty table.
     """
     wire = wire_schema(columns)
+    batch_bytes = {adbc_driver_postgresql.StatementOptions.BATCH_SIZE_HINT_BYTES.value: str(_ADBC_BATCH_BYTES)}
     try:
-        with conn.cursor() as cur:
-            cur.adbc_statement.set_options(
-                **{adbc_driver_postgresql.StatementOptions.BATCH_SIZE_HINT_BYTES.value: str(_ADBC_BATCH_BYTES)})
-            cur.execute(select_query(table, columns, types))
+        with _query(conn, select_query(table, columns, types), **batch_bytes) as reader:
             pending, held, sent = [], 0, False
-            for batch in cur.fetch_record_batch():
+            for batch in reader:
                 pending.append(_decode(batch, columns, types, wire))
                 held += batch.num_rows
                 while held >= batch_rows:
@@ -286,12 +313,12 @@ def read_tables(
                     pending, held, sent = rows.slice(batch_rows).to_batches(), held - batch_rows, True
             if held or not sent:  # the rest, or one empty table
                 yield pa.Table.from_batches(pending, wire).combine_chunks()
-    except adbc_driver_manager.Error as error:
+    except (adbc_driver_manager.Error, pa.ArrowException) as error:  # a failure mid-stream comes through Arrow
         raise _read_error(error, table) from error
 
 
 def read_frames(
-    conn: adbc_driver_postgresql.dbapi.Connection,
+    conn: adbc_driver_manager.AdbcConnection,
     table: str,
     columns: list[schema.Column],
     types: dict[str, str],

@@ -145,6 +145,22 @@ def test_production_types_are_sent_without_casts_and_cast_after_the_sort(from_po
     assert casts and max(casts) < sorts[0], nodes
 
 
+# the extract as dvc.yaml runs it, then the heavy modules it must not import: ADBC's DB-API
+# imports pyarrow.dataset and pandas (0.5 s of every start), psycopg is for writing, scipy for the sample
+IMPORTED = """
+import atexit, runpy, sys
+atexit.register(lambda: print(*(m for m in ("pandas", "pyarrow.dataset", "psycopg", "scipy") if m in sys.modules)))
+runpy.run_module("stages.extract", run_name="__main__")
+"""
+
+
+def test_a_database_extract_imports_only_what_it_uses(from_postgres: str) -> None:
+    execute(from_postgres, AWKWARD_ROWS)
+    result = subprocess.run([sys.executable, "-c", IMPORTED], capture_output=True, text=True)
+    assert (result.returncode, result.stdout) == (0, "\n"), result.stderr
+    assert pl.read_parquet(paths.RAW).height == 3
+
+
 def test_identical_rows_give_identical_bytes(from_postgres: str) -> None:
     execute(from_postgres, AWKWARD_ROWS)
     run_extract()
