@@ -276,12 +276,14 @@ def plot(path: Path, project: dict[int, list], reference: dict[int, list], title
                 axes.annotate(str(size), (seconds, cv), textcoords="offset points", xytext=(0, 6), ha="center",
                               fontsize=8, color=colour)
     axes.set_xscale("log")
-    for axis in (axes.xaxis.set_major_formatter, axes.xaxis.set_minor_formatter):
-        axis(matplotlib.ticker.FuncFormatter(lambda seconds, _: f"{seconds:g}"))
+    axes.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda seconds, _: f"{seconds:g}"))
+    axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes.set_xlabel("seconds (the search alone; log scale)")
     axes.set_ylabel("best CV F2 so far")
     axes.set_title(title, fontsize=9)
-    axes.legend(title="faint: each split seed; numbers: project budget", fontsize=8, title_fontsize=8)
+    axes.legend(title="faint: each split seed; numbers: project budget", fontsize=8, title_fontsize=8,
+                loc="lower right")
     axes.grid(alpha=0.3)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -315,13 +317,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-search-") as scratch:
             workspace = Path(scratch) / "repo"
             data = prepare(workspace, split_seed, real)
+            load = os.getloadavg()[0]  # the machine's other work, which both sides' seconds include
             runs = [child(workspace, "_project", str(budget)) for budget in budgets]
             reference = child(workspace, "_reference", str(arguments.trials))
         projects[split_seed] = [(b, run["seconds"], run["cv_score"]) for b, run in zip(budgets, runs)]
         references[split_seed] = [(t + 1, seconds, cv) for t, (seconds, cv) in enumerate(reference["curve"])]
         ours.append(at_default(runs, budgets, default))
         theirs.append(reference)
-        print(f"\nsplit.seed {split_seed}, {data}: {runs[0]['rows']} training rows")
+        print(f"\nsplit.seed {split_seed}, {data}: {runs[0]['rows']} training rows; "
+              f"load average {load:.1f} before the searches, {os.getloadavg()[0]:.1f} after")
         print(table(projects[split_seed], references[split_seed], shown, improvements=True))
         print(time_to_quality(projects[split_seed], references[split_seed]))
         best = ", ".join(f"{k}={v:g}" for k, v in ours[-1]["best_params"].items())
