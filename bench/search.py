@@ -18,15 +18,17 @@ grid (params.yaml's top-level hyperparameter lists):
 
 What is timed is the same span on both sides: from the selected training features in memory
 to the best configuration known.
-  project:   search.make_folds + search.search (what train logs as search seconds; train runs
-             it with MLflow loading on a thread beside it, which is not here);
+  project:   stages/train.py's timed_search, the call train makes: search.make_folds +
+             search.search (what train logs as search seconds; train runs it with MLflow loading
+             on a thread beside it, which is not here);
   reference: the frame to pandas, the fold slices and study.optimize; the seconds after each
              trial are read in an Optuna callback.
 Process start, imports, reading the files and the refit of the best configuration (untimed: it
 gives the hold-out figures) are outside both spans.
 
 It prints, per split seed and as the mean over the split seeds, a table of best CV against
-seconds (the project at each budget, the reference at some of its trials), the time each search
+seconds (the project at each budget; the reference at each trial that raised its best CV and at
+some others), the time each search
 needs to reach the CV the other ends with, and the hold-out F2 and AP of the refitted best
 configuration at the default budget (params.yaml's search.budget); it draws both curves to
 --plot (PNG). Targets, on the mean over the split seeds, at the default budget: seconds <= 0.10
@@ -108,7 +110,6 @@ def peak_rss_mib() -> float:
 
 def _project(budget: int) -> None:
     """The project's search at one budget; run inside a prepared workspace."""
-    import numpy as np
     import polars as pl
 
     from stages import metrics, params, paths, search, train
@@ -116,16 +117,10 @@ def _project(budget: int) -> None:
     settings = params.check([f"search.budget={budget}"])
     columns = json.loads(paths.SELECTION.read_text())["columns"]
     features, labels = train.training_matrix(pl.read_parquet(paths.PREPARED_TRAIN), columns)
-    settings.search.check_folds(int(np.bincount(labels, minlength=2).min()))
+    outcome, seconds = train.timed_search(features, labels, settings)
 
-    started = time.perf_counter()
-    folds = search.make_folds(features, labels, settings.search.cv_folds, settings.search.seed)
-    outcome = search.search(folds, settings.grid, settings.search, settings.train.device)
-    seconds = time.perf_counter() - started
-
-    refit = search.fit(search.matrix(features, labels), outcome.best, settings.search.seed, settings.train.device)
     test = pl.read_parquet(paths.PREPARED_TEST)
-    probabilities = refit.predict(search.matrix(test.select(columns)))
+    probabilities = train.refit(features, labels, outcome, settings).predict(search.matrix(test.select(columns)))
     held = test.get_column("label").to_numpy()
     print(json.dumps({
         "seconds": seconds, "cv_score": outcome.best_score, "best_params": outcome.best,
