@@ -1,32 +1,48 @@
-"""Search speed: the project's `dvc repro -s -f train` against the owner's Optuna search.
+"""Search: the project's search against the owner's Optuna search, best CV against seconds.
 
-    python bench/search.py                      # split.seed 42
-    python bench/search.py --split-seeds 42 7 2024 --repeat
+    python bench/search.py                        # split seeds 100-103; budgets 6 to 60; 200 trials
+    python bench/search.py --sample --split-seeds 100 --budgets 6 --trials 2 --plot /tmp/anytime.png
 
-In one run, on the same data, split, folds and objective, for each split seed:
+For each split seed, a scratch copy of this repository (the working tree as it is, params
+included) gets raw rows, the hold-out split at that seed, prepared rows and the selection
+(`dvc repro analyze`). Then each search runs in a fresh process that imports only its own side,
+on the same prepared training rows, the same StratifiedKFold folds (search.cv_folds,
+search.seed), the same objective (F2 at search.threshold, the mean over the folds) and the same
+grid (params.yaml's top-level hyperparameter lists):
 
-  (a) project:   the wall time of `dvc repro -s -f train` with the default params
-                 (process start, search, refit, model files and MLflow logging);
-  (b) reference: Optuna TPE (seed 42), 200 trials, MedianPruner, 5-fold stratified
-                 CV with sklearn's XGBClassifier per fold, each trial scored by F2
-                 at search.threshold; its search seconds (study.optimize) only.
+  project:   stages/search.py as train calls it (params read as train reads them, with
+             search.budget set as `dvc exp run -S` would; the strategy of params.yaml), once per
+             budget in --budgets, each its own process;
+  reference: the owner's later approach, Optuna TPE (seed 42), MedianPruner, sklearn's
+             XGBClassifier per fold, --trials trials, its best CV so far after each trial.
 
-and prints seconds, CV score, best params, hold-out F2 and AP of the refit model,
-peak RSS and the ratio project seconds / reference seconds; then the floor, the
-same command with the grid pinned to the best cell (what no search can go below),
-and a verdict per target. A missed target exits 1, naming it.
+What is timed is the same span on both sides: from the selected training features in memory
+to the best configuration known.
+  project:   stages/train.py's timed_search, the call train makes: search.make_folds +
+             search.search (what train logs as search seconds; train runs it with MLflow loading
+             on a thread beside it, which is not here);
+  reference: the frame to pandas, the fold slices and study.optimize; the seconds after each
+             trial are read in an Optuna callback.
+Process start, imports, reading the files and the refit of the best configuration (untimed: it
+gives the hold-out figures) are outside both spans.
 
-Data: the real export (../shared/data/atp_training.parquet) when it is there,
-else the embedded synthetic sample. Each measurement runs in a fresh process,
-in a scratch copy of this repository (the working tree as it is, params
-included); nothing here is written.
+It prints, per split seed and as the mean over the split seeds, a table of best CV against
+seconds (the project at each budget; the reference at each trial that raised its best CV and at
+some others), the time each search
+needs to reach the CV the other ends with, and the hold-out F2 and AP of the refitted best
+configuration at the default budget (params.yaml's search.budget); it draws both curves to
+--plot (PNG). Targets, on the mean over the split seeds, at the default budget: seconds <= 0.10
+x the reference's, CV >= the reference's final CV - 0.005, hold-out F2 and AP >= the
+reference's. A missed target exits 1 with a last line naming it.
+
+Data: the real export (../shared/data/atp_training.parquet) when it is there, else the embedded
+synthetic sample (--sample forces it). Nothing in this repository is written but the plot.
 """
 
 import argparse
-import hashlib
 import json
+import math
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -34,33 +50,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 REAL_EXPORT = ROOT.parent / "shared" / "data" / "atp_training.parquet"
 # copied into the scratch repository: the working tree and git, not caches or outputs
 SKIPPED = shutil.ignore_patterns(".dvc/cache", "tmp", "mlruns", "mlflow.db", "__pycache__", "*.egg-info", "dvc_plots")
-
-
-def measured(command: list[str], cwd: Path) -> tuple[float, float, str]:
-    """Wall seconds and peak RSS (MiB, the largest process of the tree) of a fresh process."""
-    probe = [sys.executable, __file__, "_measure", "--", *command]
-    result = subprocess.run(probe, cwd=cwd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed in {cwd}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
-    return figures["seconds"], figures["peak_rss_mib"], result.stdout
-
-
-def _measure(command: list[str]) -> None:
-    started = time.perf_counter()
-    result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
-    seconds = time.perf_counter() - started
-    print(result.stdout.rstrip())
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_rss_mib": peak}))
-    sys.exit(result.returncode)
-
+BUDGETS = [6, 12, 18, 24, 36, 48, 60]
+# the targets, judged on the mean over the split seeds (one split's CV moves more than 0.005 with the split)
+TIME_RATIO = 0.10
+CV_MARGIN = 0.005
 
 # the dvc of this Python's environment, as a user of it types `dvc`
 DVC = str(Path(sys.executable).with_name("dvc")) if Path(sys.executable).with_name("dvc").exists() else "dvc"
@@ -72,6 +69,8 @@ def dvc(workspace: Path, *arguments: str) -> None:
 
 def prepare(workspace: Path, split_seed: int, real: bool) -> str:
     """A scratch repository with raw data, prepared rows and the selection in place."""
+    import yaml
+
     shutil.copytree(ROOT, workspace, ignore=SKIPPED)
     params_file = workspace / "params.yaml"
     settings = yaml.safe_load(params_file.read_text())
@@ -93,41 +92,43 @@ def prepare(workspace: Path, split_seed: int, real: bool) -> str:
     return "the synthetic sample"
 
 
-def project(workspace: Path) -> dict:
-    if not (workspace / "mlflow.db").exists():
-        # untimed, as a user's first run was: it creates the MLflow store (0.6 s more
-        # than opening it) and compiles the stages; every later run finds both
-        dvc(workspace, "repro", "-s", "-f", "train")
-    seconds, peak, _ = measured([DVC, "repro", "-s", "-f", "train"], workspace)
-    dvc(workspace, "repro", "-s", "evaluate")  # untimed: the hold-out figures of the refit model
-    trained = json.loads((workspace / "metrics/train.json").read_text())
-    evaluated = json.loads((workspace / "metrics/evaluate.json").read_text())
-    model = workspace / "models/model.json"
-    return {
-        "seconds": seconds, "peak_rss_mib": peak, "cv_score": trained["best_cv_score"],
-        "best_params": trained["best_params"], "holdout_f2": evaluated["f2"],
-        "holdout_ap": evaluated["average_precision"], "fits": trained["fits"],
-        "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
-    }
+def child(workspace: Path, *arguments: str) -> dict:
+    """Run one side in a fresh process in the workspace, importing the workspace's stages; its last line."""
+    command = [sys.executable, str(workspace / "bench" / "search.py"), *arguments]
+    env = {**os.environ, "PYTHONPATH": str(workspace)}
+    result = subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(arguments)} failed in {workspace}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def floor(workspace: Path, cell: dict) -> float:
-    """The same `dvc repro -s -f train` with the grid pinned to one cell: what the stage
-    costs with next to no search (process start, imports, DVC, refit, MLflow)."""
-    params_file = workspace / "params.yaml"
-    searched = params_file.read_text()
-    params_file.write_text(yaml.safe_dump({**yaml.safe_load(searched), **cell}, sort_keys=False))
-    try:
-        seconds, _, _ = measured([DVC, "repro", "-s", "-f", "train"], workspace)
-    finally:
-        params_file.write_text(searched)
-    return seconds
+def peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def reference(workspace: Path, trials: int) -> dict:
-    seconds, peak, output = measured([sys.executable, __file__, "_reference", str(trials)], workspace)
-    figures = json.loads(output.strip().splitlines()[-2])  # the reference's line, before the measurement's
-    return {**figures, "peak_rss_mib": peak, "wall_seconds": seconds}
+def _project(budget: int) -> None:
+    """The project's search at one budget; run inside a prepared workspace."""
+    import polars as pl
+
+    from stages import metrics, params, paths, search, train
+
+    settings = params.check([f"search.budget={budget}"])
+    columns = json.loads(paths.SELECTION.read_text())["columns"]
+    features, labels = train.training_matrix(pl.read_parquet(paths.PREPARED_TRAIN), columns)
+    outcome, seconds = train.timed_search(features, labels, settings)
+
+    test = pl.read_parquet(paths.PREPARED_TEST)
+    probabilities = train.refit(features, labels, outcome, settings).predict(search.matrix(test.select(columns)))
+    held = test.get_column("label").to_numpy()
+    print(json.dumps({
+        "seconds": seconds, "cv_score": outcome.best_score, "best_params": outcome.best,
+        "configurations": outcome.configurations, "fits": outcome.fits, "rows": len(labels),
+        "holdout_f2": metrics.objective("f2", held, probabilities, settings.search.threshold, 0.0),
+        "holdout_ap": metrics.objective("average_precision", held, probabilities, 0.5, 0.0),
+        "peak_rss_mib": peak_rss_mib(),
+    }))
 
 
 def _reference(trials: int) -> None:
@@ -135,6 +136,7 @@ def _reference(trials: int) -> None:
     import numpy as np
     import optuna
     import polars as pl
+    import yaml
     from sklearn.metrics import average_precision_score, fbeta_score
     from sklearn.model_selection import StratifiedKFold
     from xgboost import XGBClassifier
@@ -144,14 +146,11 @@ def _reference(trials: int) -> None:
     grid = {k: v if isinstance(v, list) else [v] for k, v in settings.items() if not isinstance(v, dict)}
     columns = json.loads(Path("models/selection.json").read_text())["columns"]
     train, test = pl.read_parquet("data/prepared/train.parquet"), pl.read_parquet("data/prepared/test.parquet")
-    features, labels = train.select(columns).to_pandas(), train.get_column("label").to_numpy()
+    selected, labels = train.select(columns), train.get_column("label").to_numpy()
     threshold = search["threshold"]
 
     def model(config: dict) -> XGBClassifier:
         return XGBClassifier(**config, random_state=42, tree_method="hist", enable_categorical=True)
-
-    splitter = StratifiedKFold(n_splits=search["cv_folds"], shuffle=True, random_state=search["seed"])
-    folds = [(features.iloc[a], labels[a], features.iloc[b], labels[b]) for a, b in splitter.split(features, labels)]
 
     def objective(trial: optuna.Trial) -> float:
         config = {k: trial.suggest_categorical(k, values) for k, values in grid.items()}
@@ -164,80 +163,199 @@ def _reference(trials: int) -> None:
                 raise optuna.TrialPruned()
         return float(np.mean(scores))
 
+    curve: list[tuple[float, float]] = []  # after each trial: seconds since the start, best CV so far
+
+    def after(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
+        curve.append((time.perf_counter() - started, study.best_value))
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=42),
                                 pruner=optuna.pruners.MedianPruner())
     started = time.perf_counter()
-    study.optimize(objective, n_trials=trials)
+    features = selected.to_pandas()
+    splitter = StratifiedKFold(n_splits=search["cv_folds"], shuffle=True, random_state=search["seed"])
+    folds = [(features.iloc[a], labels[a], features.iloc[b], labels[b]) for a, b in splitter.split(features, labels)]
+    study.optimize(objective, n_trials=trials, callbacks=[after])
     seconds = time.perf_counter() - started
 
     refit = model(study.best_params).fit(features, labels)
     probabilities = refit.predict_proba(test.select(columns).to_pandas())[:, 1]
     held = test.get_column("label").to_numpy()
     print(json.dumps({
-        "seconds": seconds, "cv_score": study.best_value, "best_params": study.best_params,
-        "holdout_f2": float(fbeta_score(held, probabilities >= threshold, beta=2)),
-        "holdout_ap": float(average_precision_score(held, probabilities)),
+        "seconds": seconds, "cv_score": study.best_value, "best_params": study.best_params, "curve": curve,
         "fits": sum(len(t.intermediate_values) for t in study.trials),
+        "holdout_f2": float(fbeta_score(held, probabilities >= threshold, beta=2, zero_division=0)),
+        "holdout_ap": float(average_precision_score(held, probabilities)),
+        "peak_rss_mib": peak_rss_mib(),
     }))
 
 
-def verdict(ours: dict, theirs: dict) -> list[str]:
+def first_reaching(curve: list[tuple[int, float, float]], target: float) -> tuple[int, float] | None:
+    """(size, seconds) of the first point of a (size, seconds, CV) curve at or above target."""
+    return next(((size, seconds) for size, seconds, cv in curve if cv >= target), None)
+
+
+def mean_curve(curves: list[list[tuple[int, float, float]]]) -> list[tuple[int, float, float]]:
+    """Point by point (same sizes on every split seed): the mean seconds and the mean CV."""
+    return [(points[0][0], sum(p[1] for p in points) / len(points), sum(p[2] for p in points) / len(points))
+            for points in zip(*curves)]
+
+
+def checkpoints(budgets: list[int], trials: int) -> list[int]:
+    """The reference's trials shown in the table: the project's budgets, every 50th, the last."""
+    return sorted({t for t in [*budgets, *range(50, trials, 50), trials] if t <= trials})
+
+
+def table(project: list[tuple[int, float, float]], reference: list[tuple[int, float, float]], shown: list[int],
+          improvements: bool) -> str:
+    """Best CV against seconds: every project budget; the reference's trials in `shown`, and with
+    `improvements` every trial that raised its best CV."""
+    lines = ["  search      size  seconds  best CV   (size: project configurations, reference trials)"]
+    lines += [f"  project   {size:6d} {seconds:8.2f}   {cv:.4f}" for size, seconds, cv in project]
+    previous = -math.inf
+    for size, seconds, cv in reference:
+        if size in shown or (improvements and cv > previous):
+            lines.append(f"  reference {size:6d} {seconds:8.2f}   {cv:.4f}")
+        previous = cv
+    return "\n".join(lines)
+
+
+def time_to_quality(project: list[tuple[int, float, float]], reference: list[tuple[int, float, float]]) -> str:
+    """The seconds each search needs to reach the CV the other one ends with."""
+    lines = []
+    for name, curve, other, unit, other_unit in (
+            ("project", project, reference, "budget", "trials"),
+            ("reference", reference, project, "trial", "budget")):
+        size, seconds, target = other[-1]
+        where = f"{other_unit} {size}" if other_unit == "budget" else f"{size} {other_unit}"
+        found = first_reaching(curve, target)
+        reached = (f"at {unit} {found[0]}, {found[1]:.2f} s ({found[1] / seconds:.2f} x the other's {seconds:.2f} s)"
+                   if found else f"never within {unit} {curve[-1][0]} ({curve[-1][1]:.2f} s, CV {curve[-1][2]:.4f})")
+        lines.append(f"  time to quality: {name} reaches the other's final CV {target:.4f} ({where}): {reached}")
+    return "\n".join(lines)
+
+
+def at_default(runs: list[dict], budgets: list[int], default: int) -> dict:
+    return runs[budgets.index(default)]
+
+
+def verdict(project: dict, reference: dict) -> list[str]:
     checks = [
-        ("time ratio <= 0.10", ours["seconds"] / theirs["seconds"] <= 0.10),
-        ("CV score >= reference - 0.005", ours["cv_score"] >= theirs["cv_score"] - 0.005),
-        ("hold-out F2 >= reference", ours["holdout_f2"] >= theirs["holdout_f2"]),
-        ("hold-out AP >= reference", ours["holdout_ap"] >= theirs["holdout_ap"]),
+        (f"time ratio <= {TIME_RATIO:.2f}", project["seconds"] / reference["seconds"] <= TIME_RATIO),
+        (f"CV score >= reference - {CV_MARGIN}", project["cv_score"] >= reference["cv_score"] - CV_MARGIN),
+        ("hold-out F2 >= reference", project["holdout_f2"] >= reference["holdout_f2"]),
+        ("hold-out AP >= reference", project["holdout_ap"] >= reference["holdout_ap"]),
     ]
     return [f"  {'pass' if ok else 'FAIL'}  {name}" for name, ok in checks]
 
 
-def report(name: str, figures: dict) -> str:
-    params = ", ".join(f"{k}={v:g}" for k, v in figures["best_params"].items())
-    return (f"  {name:<9} {figures['seconds']:7.1f} s  CV {figures['cv_score']:.4f}  "
-            f"hold-out F2 {figures['holdout_f2']:.4f} AP {figures['holdout_ap']:.4f}  "
-            f"peak RSS {figures['peak_rss_mib']:5.0f} MiB  fits {figures['fits']}\n"
-            f"            best: {params}")
+def plot(path: Path, project: dict[int, list], reference: dict[int, list], title: str) -> None:
+    """Best CV against seconds: faint lines per split seed, bold ones for the mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # a file, no screen
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for name, curves, colour, step in (("project", project, "tab:blue", False),
+                                       ("reference (Optuna TPE)", reference, "tab:orange", True)):
+        draw = axes.step if step else axes.plot
+        for curve in curves.values():
+            draw([p[1] for p in curve], [p[2] for p in curve], color=colour, alpha=0.25, linewidth=1,
+                 **({"where": "post"} if step else {}))
+        mean = mean_curve(list(curves.values()))
+        draw([p[1] for p in mean], [p[2] for p in mean], color=colour, linewidth=2.5, label=f"{name}, mean",
+             **({"where": "post"} if step else {"marker": "o"}))
+        if not step:
+            for size, seconds, cv in mean:
+                axes.annotate(str(size), (seconds, cv), textcoords="offset points", xytext=(0, 6), ha="center",
+                              fontsize=8, color=colour)
+    axes.set_xscale("log")
+    axes.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda seconds, _: f"{seconds:g}"))
+    axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes.set_xlabel("seconds (the search alone; log scale)")
+    axes.set_ylabel("best CV F2 so far")
+    axes.set_title(title, fontsize=9)
+    axes.legend(title="faint: each split seed; numbers: project budget", fontsize=8, title_fontsize=8,
+                loc="lower right")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def default_budget() -> int:
+    import yaml
+
+    return int(yaml.safe_load((ROOT / "params.yaml").read_text())["search"]["budget"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--split-seeds", type=int, nargs="+", default=[42])
+    parser.add_argument("--split-seeds", type=int, nargs="+", default=[100, 101, 102, 103])
+    parser.add_argument("--budgets", type=int, nargs="+", default=BUDGETS, help="the project's search.budget values")
     parser.add_argument("--trials", type=int, default=200, help="the reference's Optuna trials")
-    parser.add_argument("--repeat", action="store_true", help="run the project twice: same params, same model bytes?")
     parser.add_argument("--sample", action="store_true", help="the embedded sample even where the real export is")
+    parser.add_argument("--plot", type=Path, default=ROOT / "bench" / "out" / "search_anytime.png")
     arguments = parser.parse_args()
+    default = default_budget()
+    budgets = sorted({*arguments.budgets, default})
+    real = REAL_EXPORT.exists() and not arguments.sample
 
-    print(f"cpus {os.cpu_count()}, python {sys.version.split()[0]}")
-    missed: list[str] = []
+    print(f"cpus {os.cpu_count()}, python {sys.version.split()[0]}; project budgets {budgets} "
+          f"(default {default}), reference {arguments.trials} trials")
+    shown = checkpoints(budgets, arguments.trials)
+    projects, references, ours, theirs = {}, {}, [], []
     for split_seed in arguments.split_seeds:
         with tempfile.TemporaryDirectory(prefix="bench-search-") as scratch:
             workspace = Path(scratch) / "repo"
-            data = prepare(workspace, split_seed, REAL_EXPORT.exists() and not arguments.sample)
-            ours = project(workspace)
-            theirs = reference(workspace, arguments.trials)
-            print(f"\nsplit.seed {split_seed}, {data}")
-            print(report("project", ours) + "   (wall time of dvc repro -s -f train)")
-            print(report("reference", theirs) + f"   (study.optimize; process wall {theirs['wall_seconds']:.1f} s)")
-            print(f"  ratio     {ours['seconds'] / theirs['seconds']:.3f} (project seconds / reference seconds)")
-            fixed = floor(workspace, ours["best_params"])
-            print(f"  floor     {fixed:.1f} s = {fixed / theirs['seconds']:.3f} x reference: the same command with "
-                  "the grid pinned to the best cell (one configuration, 5 folds)")
-            verdicts = verdict(ours, theirs)
-            print("\n".join(verdicts))
-            missed += [f"split.seed {split_seed}:{line.removeprefix('  FAIL')}" for line in verdicts if "FAIL" in line]
-            if arguments.repeat:
-                again = project(workspace)
-                same = again["best_params"] == ours["best_params"] and again["model_sha256"] == ours["model_sha256"]
-                print(f"  repeat    {again['seconds']:.1f} s, best params and model bytes "
-                      f"{'identical' if same else 'DIFFERENT'} (sha256 {ours['model_sha256'][:12]})")
+            data = prepare(workspace, split_seed, real)
+            load = os.getloadavg()[0]  # the machine's other work, which both sides' seconds include
+            runs = [child(workspace, "_project", str(budget)) for budget in budgets]
+            reference = child(workspace, "_reference", str(arguments.trials))
+        projects[split_seed] = [(b, run["seconds"], run["cv_score"]) for b, run in zip(budgets, runs)]
+        references[split_seed] = [(t + 1, seconds, cv) for t, (seconds, cv) in enumerate(reference["curve"])]
+        ours.append(at_default(runs, budgets, default))
+        theirs.append(reference)
+        print(f"\nsplit.seed {split_seed}, {data}: {runs[0]['rows']} training rows; "
+              f"load average {load:.1f} before the searches, {os.getloadavg()[0]:.1f} after")
+        print(table(projects[split_seed], references[split_seed], shown, improvements=True))
+        print(time_to_quality(projects[split_seed], references[split_seed]))
+        best = ", ".join(f"{k}={v:g}" for k, v in ours[-1]["best_params"].items())
+        print(f"  hold-out at budget {default}: project F2 {ours[-1]['holdout_f2']:.4f} AP {ours[-1]['holdout_ap']:.4f}"
+              f"; reference F2 {reference['holdout_f2']:.4f} AP {reference['holdout_ap']:.4f}")
+        print(f"  project's best at budget {default}: {best}")
+        print(f"  peak RSS: project {max(run['peak_rss_mib'] for run in runs):.0f} MiB, "
+              f"reference {reference['peak_rss_mib']:.0f} MiB")
+
+    seeds = " ".join(map(str, arguments.split_seeds))
+    project_mean, reference_mean = mean_curve(list(projects.values())), mean_curve(list(references.values()))
+    mean = {key: sum(run[key] for run in ours) / len(ours) for key in ("seconds", "cv_score", "holdout_f2", "holdout_ap")}
+    their_mean = {key: sum(run[key] for run in theirs) / len(theirs)
+                  for key in ("seconds", "cv_score", "holdout_f2", "holdout_ap")}
+    print(f"\nmean over split seeds {seeds}")
+    print(table(project_mean, reference_mean, shown, improvements=False))
+    print(time_to_quality(project_mean, reference_mean))
+    print(f"  at the default budget {default}: project {mean['seconds']:.2f} s CV {mean['cv_score']:.4f} "
+          f"hold-out F2 {mean['holdout_f2']:.4f} AP {mean['holdout_ap']:.4f}; reference ({arguments.trials} trials) "
+          f"{their_mean['seconds']:.2f} s CV {their_mean['cv_score']:.4f} hold-out F2 {their_mean['holdout_f2']:.4f} "
+          f"AP {their_mean['holdout_ap']:.4f}; ratio {mean['seconds'] / their_mean['seconds']:.3f}")
+    title = (f"{'real export' if real else 'synthetic sample'}, split seeds {seeds}: best CV F2@threshold "
+             f"against seconds, the same folds and grid")
+    plot(arguments.plot, projects, references, title)
+    print(f"  plot: {arguments.plot}")
+    verdicts = verdict(mean, their_mean)
+    print("\n".join(verdicts))
+    missed = [line.removeprefix("  FAIL  ") for line in verdicts if "FAIL" in line]
     if missed:  # a benchmark whose targets are missed fails, whatever it printed before
-        sys.exit(f"missed targets: {'; '.join(missed)}")
+        sys.exit(f"missed targets (mean over split seeds {seeds}, budget {default}): {'; '.join(missed)}")
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["_measure"]:
-        _measure(sys.argv[3:])
+    if sys.argv[1:2] == ["_project"]:
+        _project(int(sys.argv[2]))
     elif sys.argv[1:2] == ["_reference"]:
         _reference(int(sys.argv[2]))
     else:

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import polars as pl
+import xgboost as xgb
 
 from stages import features, metrics, params, paths, search, tracking
 from stages.errors import run_stage
@@ -19,6 +20,21 @@ log = logging.getLogger("reel_driver.train")
 def training_matrix(prepared: pl.DataFrame, columns: list[str]) -> tuple[pl.DataFrame, np.ndarray]:
     """Features in the recorded column order and 0/1 labels."""
     return prepared.select(columns), prepared.get_column("label").to_numpy()
+
+
+def timed_search(features: pl.DataFrame, labels: np.ndarray, settings: params.Params) -> tuple[search.Outcome, float]:
+    """The search over the grid, and its seconds: the fold matrices built and every configuration
+    scored (what the log and MLflow report, and what bench/search.py times)."""
+    settings.search.check_folds(int(np.bincount(labels, minlength=2).min()))
+    started = time.perf_counter()
+    folds = search.make_folds(features, labels, settings.search.cv_folds, settings.search.seed)
+    outcome = search.search(folds, settings.grid, settings.search, settings.train.device)
+    return outcome, time.perf_counter() - started
+
+
+def refit(features: pl.DataFrame, labels: np.ndarray, outcome: search.Outcome, settings: params.Params) -> xgb.Booster:
+    """The best cell fitted on every training row."""
+    return search.fit(search.matrix(features, labels), outcome.best, settings.search.seed, settings.train.device)
 
 
 def summary(outcome: search.Outcome, settings: params.SearchParams) -> dict:
@@ -96,13 +112,8 @@ def main() -> None:
     columns = json.loads(paths.SELECTION.read_text())["columns"]
     prepared = pl.read_parquet(paths.PREPARED_TRAIN)
     training_features, labels = training_matrix(prepared, columns)
-    settings.search.check_folds(int(np.bincount(labels, minlength=2).min()))
-
-    started = time.perf_counter()
-    folds = search.make_folds(training_features, labels, settings.search.cv_folds, settings.search.seed)
-    outcome = search.search(folds, settings.grid, settings.search, settings.train.device)
-    seconds = time.perf_counter() - started
-    model = search.fit(search.matrix(training_features, labels), outcome.best, settings.search.seed, settings.train.device)
+    outcome, seconds = timed_search(training_features, labels, settings)
+    model = refit(training_features, labels, outcome, settings)
     # what publish writes back for training rows: the best cell's fold models, none of which saw its row
     oof = outcome.best_probabilities
 

@@ -384,7 +384,7 @@ def test_dvc_refuses_a_typo_key_and_leaks_no_password(repo_copy: Path, tmp_path:
 
     # a smaller run, edited as text: the file keeps its comments and layout, as a user's does
     text = (repo_copy / "params.yaml").read_text()
-    for key, value, small in (("sample_rows", 4000, 1200), ("budget", 12, 4), ("cv_folds", 5, 3)):
+    for key, value, small in (("sample_rows", 4000, 1200), ("budget", 18, 4), ("cv_folds", 5, 3)):
         assert f"  {key}: {value} " in text
         text = text.replace(f"  {key}: {value} ", f"  {key}: {small} ", 1)
     (repo_copy / "params.yaml").write_text(text)

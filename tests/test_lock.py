@@ -77,7 +77,7 @@ def test_a_stale_lock_names_each_difference(repo_copy: Path, monkeypatch: pytest
 
 
 def test_the_review_refuses_a_stale_lock_in_one_line(repo_copy: Path) -> None:
-    _replace(repo_copy / "params.yaml", "  budget: 12 ", "  budget: 13 ")
+    _replace(repo_copy / "params.yaml", "  budget: 18 ", "  budget: 19 ")
     review = subprocess.run([sys.executable, "-m", "stages.cli", "review", "main"], cwd=repo_copy,
                             capture_output=True, text=True)
     assert (review.returncode, review.stdout) == (1, "")
