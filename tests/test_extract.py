@@ -91,7 +91,7 @@ VALUES
 """
 
 
-def test_awkward_text_survives_the_csv(from_postgres: str, monkeypatch) -> None:
+def test_awkward_text_and_session_settings_change_nothing(from_postgres: str, monkeypatch) -> None:
     # a server or client set to other date, time-zone and float styles must not change the output
     monkeypatch.setenv("PGOPTIONS", "-c DateStyle=SQL,DMY -c TimeZone=Asia/Kolkata -c extra_float_digits=-3")
     execute(from_postgres, AWKWARD_TEXT)
