@@ -46,8 +46,9 @@ SERVER_VARIABLES = (DSN_VARIABLE, "PGHOST", "PGHOSTADDR", "PGSERVICE", "PGDATABA
 # binary COPY rows built into Python tuples took 114 s. psycopg stays for publishing.
 # How each canonical type travels: its Arrow type here, and the table types that go
 # bare; any other type is cast on the server, after its sort (select_query). CHAR padding
-# is trimmed and INTEGER narrowed here in Arrow compute (_decode), which measured cheaper
-# than casts on the server. NUMERIC is the exception: ADBC would build its decimal text
+# is trimmed and INTEGER narrowed here in Arrow compute (_decode): it measured cheaper than
+# casts on the server when those ran before the sort (not measured since they run after
+# it). NUMERIC is the exception: ADBC would build its decimal text
 # row by row, which costs this end more than the cast to float8 costs the server
 # (bench/extract.py).
 _WIRE: dict[str, tuple[pa.DataType, frozenset[str]]] = {

@@ -146,7 +146,8 @@ def test_production_types_are_sent_without_casts_and_cast_after_the_sort(from_po
 
 
 # the extract as dvc.yaml runs it, then the heavy modules it must not import: ADBC's DB-API
-# imports pyarrow.dataset and pandas (0.5 s of every start), psycopg is for writing, scipy for the sample
+# imports pyarrow.dataset and pandas (0.95 s and 78 MiB of every start: docs/benchmarks.md#extract),
+# psycopg is for writing, scipy for the sample
 IMPORTED = """
 import atexit, runpy, sys
 atexit.register(lambda: print(*(m for m in ("pandas", "pyarrow.dataset", "psycopg", "scipy") if m in sys.modules)))
