@@ -131,8 +131,9 @@ def _project(budget: int) -> None:
     }))
 
 
-def _reference(trials: int) -> None:
-    """The owner's search as the issue measures it; run inside a prepared workspace."""
+def _reference(trials: int, probabilities_path: str | None = None) -> None:
+    """The owner's search as the issue measures it; run inside a prepared workspace. With
+    ``probabilities_path``, the refit's hold-out probabilities go there too (bench/quality.py)."""
     import numpy as np
     import optuna
     import polars as pl
@@ -181,6 +182,8 @@ def _reference(trials: int) -> None:
     refit = model(study.best_params).fit(features, labels)
     probabilities = refit.predict_proba(test.select(columns).to_pandas())[:, 1]
     held = test.get_column("label").to_numpy()
+    if probabilities_path:
+        test.select("imdb_id", "label").with_columns(probability=probabilities).write_parquet(probabilities_path)
     print(json.dumps({
         "seconds": seconds, "cv_score": study.best_value, "best_params": study.best_params, "curve": curve,
         "fits": sum(len(t.intermediate_values) for t in study.trials),
@@ -357,6 +360,6 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["_project"]:
         _project(int(sys.argv[2]))
     elif sys.argv[1:2] == ["_reference"]:
-        _reference(int(sys.argv[2]))
+        _reference(int(sys.argv[2]), *sys.argv[3:4])
     else:
         main()

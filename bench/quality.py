@@ -1,0 +1,244 @@
+"""Quality: the project's pipeline against two anchors on the same hold-out rows, split seeds 100-109.
+
+    python bench/quality.py                                  # split seeds 100-109, Optuna-200 and AutoGluon
+    python bench/quality.py --sample --split-seeds 100 --trials 2 --anchors optuna   # a quick look
+
+For each split seed, a scratch copy of this repository (the working tree as it is, params
+included) gets raw rows (the real export as extract writes it, else the embedded sample) and
+`split.seed` at that value. Then, on that split's hold-out rows:
+
+  project:    `dvc repro evaluate` there, as a user runs it; data/predictions/test.parquet;
+  optuna:     the Optuna TPE reference of bench/search.py (--trials trials, 200 by default) on
+              the same prepared training rows, refitted on all of them;
+  autogluon:  AutoGluon-Tabular (medium_quality, --time-limit seconds, no neural networks,
+              average precision as its metric) on the raw training rows, list and text fields as
+              text, its own feature handling. It runs in an environment of its own
+              (--autogluon-python; bench/autogluon-requirements.txt says how to make it): its
+              pins exclude the project's numpy, pandas, scikit-learn and xgboost.
+
+It prints, per split and as the mean over the splits, F2 at 0.35, AP, recall and precision of
+each, then a paired bootstrap (--resamples resamples of each split's hold-out rows, the same
+rows for both sides) 95% interval of the mean difference between the project and each anchor.
+Targets: the project's mean F2 and AP each >= the better anchor's + 0.01, and the interval of at
+least one of the two above 0 against that anchor. A missed target exits 1, naming it.
+
+Per-split work is kept under --work (default bench/out/quality), so a run that stops restarts
+where it stopped: the anchors' probabilities are reused while the prepared rows and the grid are
+the same; the project's while the commit, the working tree's changes and params.yaml are too.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from sklearn.metrics import average_precision_score, fbeta_score, precision_score, recall_score
+
+import search as search_bench  # bench/search.py: the scratch repository and the Optuna reference
+
+ROOT = Path(__file__).resolve().parent.parent
+THRESHOLD = 0.35
+MARGIN = 0.01
+ANCHORS = ("optuna", "autogluon")
+# raw fields AutoGluon does not get: identifiers and row timestamps say nothing about the film
+NOT_FEATURES = ("imdb_id", "tmdb_id", "created_at", "updated_at")
+
+
+def digest(*parts: bytes) -> str:
+    hashed = hashlib.sha256()
+    for part in parts:
+        hashed.update(hashlib.sha256(part).digest())
+    return hashed.hexdigest()[:16]
+
+
+def project_key() -> str:
+    """The project's code and params as they are: the commit, its uncommitted changes, params.yaml."""
+    def git(*arguments: str) -> bytes:
+        return subprocess.run(["git", *arguments], cwd=ROOT, capture_output=True, check=True).stdout
+
+    return digest(git("rev-parse", "HEAD"), git("diff", "HEAD"), (ROOT / "params.yaml").read_bytes())
+
+
+def anchor_key(workspace: Path, anchor: str, settings: argparse.Namespace) -> str:
+    """What an anchor's answer depends on: the prepared rows, the grid and search settings, its own limits."""
+    import yaml
+
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    grid = {k: v for k, v in params.items() if not isinstance(v, dict)}
+    limits = {"optuna": settings.trials, "autogluon": settings.time_limit}[anchor]
+    files = [workspace / "data" / "prepared" / name for name in ("train.parquet", "test.parquet", "train_raw.parquet")]
+    return digest(*(f.read_bytes() for f in files), json.dumps([grid, params["search"], limits], sort_keys=True).encode())
+
+
+# AutoGluon-Tabular on the raw training rows, run inside a prepared workspace by the interpreter of
+# AutoGluon's own environment (argv: output path, time limit)
+AUTOGLUON = f"""
+import sys, tempfile
+import polars as pl
+from autogluon.tabular import TabularPredictor
+
+def as_table(rows):
+    lists = [name for name, dtype in rows.schema.items() if isinstance(dtype, pl.List)]
+    rows = rows.with_columns(pl.col(lists).list.join(", "), pl.col(pl.Enum, pl.Categorical).cast(pl.String))
+    return rows.drop({NOT_FEATURES!r}, strict=False).to_pandas()
+
+train = pl.read_parquet("data/prepared/train_raw.parquet")
+held = pl.read_parquet("data/predictions/test.parquet").select("imdb_id", "label")
+raw = pl.read_parquet("data/raw/training.parquet").drop("label")
+test = held.join(raw, on="imdb_id", how="left").select(train.columns)
+with tempfile.TemporaryDirectory(prefix="autogluon-") as scratch:
+    predictor = TabularPredictor(label="label", eval_metric="average_precision", path=scratch, verbosity=0)
+    predictor.fit(as_table(train), presets="medium_quality", time_limit=int(sys.argv[2]),
+                  excluded_model_types=["NN_TORCH", "FASTAI"])
+    probabilities = predictor.predict_proba(as_table(test.drop("label")))[1].to_numpy()
+held.with_columns(probability=probabilities).write_parquet(sys.argv[1])
+"""
+
+
+def run_anchor(workspace: Path, anchor: str, out: Path, settings: argparse.Namespace) -> None:
+    if anchor == "optuna":
+        command = [sys.executable, str(workspace / "bench" / "search.py"), "_reference", str(settings.trials), str(out)]
+    else:
+        # this file alone, in AutoGluon's environment: it imports nothing of the project's
+        command = [str(settings.autogluon_python), "-c", AUTOGLUON, str(out), str(settings.time_limit)]
+    result = subprocess.run(command, cwd=workspace, env={**os.environ, "PYTHONPATH": str(workspace)},
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        sys.exit(f"{anchor} failed in {workspace}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+
+
+def split_probabilities(split_seed: int, settings: argparse.Namespace, real: bool) -> dict[str, pl.DataFrame]:
+    """Every method's hold-out probabilities for one split: from --work where still valid, else computed."""
+    kept = settings.work / f"split{split_seed}"
+    kept.mkdir(parents=True, exist_ok=True)
+    index = kept / "keys.json"
+    keys = json.loads(index.read_text()) if index.exists() else {}
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as scratch:
+        workspace = Path(scratch) / "repo"
+        search_bench.prepare(workspace, split_seed, real)  # raw rows, prep and analyze at this split seed
+        wanted = {"project": project_key(), **{a: anchor_key(workspace, a, settings) for a in settings.anchors}}
+        for method, key in wanted.items():
+            path = kept / f"{method}.parquet"
+            if keys.get(method) == key and path.exists():
+                continue
+            print(f"  split.seed {split_seed}: running {method}", flush=True)
+            if method == "project":
+                search_bench.dvc(workspace, "repro", "evaluate")
+                pl.read_parquet(workspace / "data" / "predictions" / "test.parquet").select(
+                    "imdb_id", "label", "probability").write_parquet(path)
+            else:
+                run_anchor(workspace, method, path, settings)
+            keys[method] = key
+            index.write_text(json.dumps(keys, indent=1))  # each method kept as soon as it is done
+    frames = {method: pl.read_parquet(kept / f"{method}.parquet").sort("imdb_id") for method in wanted}
+    ids = frames["project"].get_column("imdb_id")
+    for method, frame in frames.items():  # the same hold-out rows, with the same labels, for every method
+        if not (frame.get_column("imdb_id").equals(ids) and frame.get_column("label").equals(frames["project"]["label"])):
+            sys.exit(f"split.seed {split_seed}: {method}'s hold-out rows are not the project's")
+    return frames
+
+
+METRICS = {
+    "F2": lambda labels, probabilities: fbeta_score(labels, probabilities >= THRESHOLD, beta=2, zero_division=0),
+    "AP": average_precision_score,
+    "recall": lambda labels, probabilities: recall_score(labels, probabilities >= THRESHOLD, zero_division=0),
+    "precision": lambda labels, probabilities: precision_score(labels, probabilities >= THRESHOLD, zero_division=0),
+}
+
+
+def scores(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    return {name: float(metric(labels, probabilities)) for name, metric in METRICS.items()}
+
+
+def paired_interval(splits: list[dict[str, np.ndarray]], anchor: str, metric: str, resamples: int) -> tuple[float, float, float]:
+    """The mean over splits of (project - anchor) in ``metric``, and a 95% interval from resampling each
+    split's hold-out rows (the same resample for both sides)."""
+    score = METRICS[metric]
+    rng = np.random.default_rng(0)
+    observed = np.mean([score(s["label"], s["project"]) - score(s["label"], s[anchor]) for s in splits])
+    means = np.empty(resamples)
+    for b in range(resamples):
+        differences = []
+        for split in splits:
+            rows = rng.integers(0, len(split["label"]), len(split["label"]))
+            labels = split["label"][rows]
+            differences.append(score(labels, split["project"][rows]) - score(labels, split[anchor][rows]))
+        means[b] = np.mean(differences)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(observed), float(low), float(high)
+
+
+def table(rows: dict[str, dict[str, float]]) -> str:
+    lines = [f"  {'method':<10} {'F2@0.35':>8} {'AP':>7} {'recall':>7} {'precision':>9}"]
+    lines += [f"  {name:<10} {r['F2']:8.4f} {r['AP']:7.4f} {r['recall']:7.4f} {r['precision']:9.4f}" for name, r in rows.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--split-seeds", type=int, nargs="+", default=list(range(100, 110)))
+    parser.add_argument("--anchors", nargs="+", choices=ANCHORS, default=list(ANCHORS))
+    parser.add_argument("--trials", type=int, default=200, help="the Optuna reference's trials")
+    parser.add_argument("--time-limit", type=int, default=300, help="AutoGluon's seconds")
+    parser.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
+    parser.add_argument("--sample", action="store_true", help="the embedded sample even where the real export is")
+    parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "quality")
+    parser.add_argument("--autogluon-python", type=Path, default=ROOT / "bench" / "out" / "autogluon-venv" / "bin" / "python",
+                        help="the interpreter of an environment made from bench/autogluon-requirements.txt")
+    settings = parser.parse_args()
+    if "autogluon" in settings.anchors and not (settings.autogluon_python.exists() and subprocess.run(
+            [str(settings.autogluon_python), "-c", "import autogluon.tabular, polars"], capture_output=True).returncode == 0):
+        sys.exit(f"bench: no AutoGluon at {settings.autogluon_python}: make its environment as "
+                 "bench/autogluon-requirements.txt says, or pass --autogluon-python (or --anchors optuna)")
+    real = search_bench.REAL_EXPORT.exists() and not settings.sample
+    settings.work = settings.work / ("real" if real else "sample")
+    methods = ["project", *settings.anchors]
+
+    splits, per_split = [], []
+    for split_seed in settings.split_seeds:
+        frames = split_probabilities(split_seed, settings, real)
+        labels = frames["project"].get_column("label").to_numpy()
+        split = {"label": labels, **{m: frames[m].get_column("probability").to_numpy() for m in methods}}
+        splits.append(split)
+        per_split.append({m: scores(labels, split[m]) for m in methods})
+        print(f"\nsplit.seed {split_seed}, {'the real export' if real else 'the sample'}: "
+              f"{len(labels)} hold-out rows, {int(labels.sum())} positive")
+        print(table(per_split[-1]))
+
+    mean = {m: {k: float(np.mean([s[m][k] for s in per_split])) for k in ("F2", "AP", "recall", "precision")}
+            for m in methods}
+    seeds = " ".join(map(str, settings.split_seeds))
+    print(f"\nmean over split seeds {seeds}")
+    print(table(mean))
+    print(f"paired bootstrap, {settings.resamples} resamples of each split's hold-out rows: "
+          "mean difference project - anchor [95% interval]")
+    intervals = {}
+    for anchor in settings.anchors:
+        for metric in ("F2", "AP"):
+            intervals[anchor, metric] = paired_interval(splits, anchor, metric, settings.resamples)
+            observed, low, high = intervals[anchor, metric]
+            print(f"  {metric:<3} against {anchor:<10} {observed:+.4f} [{low:+.4f}, {high:+.4f}]")
+
+    better = {metric: max(settings.anchors, key=lambda a: mean[a][metric]) for metric in ("F2", "AP")}
+    checks = [
+        (f"mean {metric} >= the better anchor's ({better[metric]}, {mean[better[metric]][metric]:.4f}) + {MARGIN}",
+         mean["project"][metric] >= mean[better[metric]][metric] + MARGIN)
+        for metric in ("F2", "AP")
+    ]
+    checks.append(("a paired interval above 0 against the better anchor (F2 or AP)",
+                   any(intervals[better[metric], metric][1] > 0 for metric in ("F2", "AP"))))
+    for name, ok in checks:
+        print(f"  {'pass' if ok else 'FAIL'}  {name}")
+    missed = [name for name, ok in checks if not ok]
+    if missed:
+        sys.exit(f"missed targets (split seeds {seeds}): {'; '.join(missed)}")
+
+
+if __name__ == "__main__":
+    main()
