@@ -1,0 +1,288 @@
+"""Feature and model choices, judged by cross-validation on training rows only (issue 18's adoption rule).
+
+    python bench/choices.py                         # split seeds 100-109, the real export where it is
+    python bench/choices.py --sample --split-seeds 100 --variants xgboost logistic   # a quick look
+
+For each split seed, prep and analyze run in a scratch copy of this repository (bench/search.py's
+`prepare`); then, on that split's training rows alone (the hold-out rows are never read), each
+variant is scored by the project's own 5 folds (stages.search.make_folds: stratified, shuffled
+with search.seed). Every variant fits all it learns (vocabularies, text encoders, models) on the
+fold's training part only. Its out-of-fold probabilities give a CV AP and F2 at 0.35 per split.
+
+The table is the mean over the splits, and each variant's mean difference from `xgboost` with a
+95% t interval over the splits (the same folds on both sides: a paired comparison). Fixed model
+settings (below), the same for every variant of a family: this compares features and families,
+it does not tune them; a choice that wins here goes on to bench/quality.py, where the project's
+search re-tunes with it.
+
+Per-split results are kept under --work, so a run that stops restarts where it stopped.
+"""
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from scipy import stats
+from sklearn.metrics import average_precision_score, fbeta_score
+from sklearn.model_selection import StratifiedKFold
+
+import search as search_bench  # bench/search.py: the scratch repository
+
+ROOT = Path(__file__).resolve().parent.parent
+THRESHOLD = 0.35
+LABEL = "label"
+TEXTS = ("overview", "tagline")
+# the issue's quick check, for every tree family: 200 trees of depth 5, positives weighed 5 to 1
+TREES, DEPTH, LEARNING_RATE, POSITIVE_WEIGHT = 200, 5, 0.1, 5.0
+TEXT_COMPONENTS = 32
+COMPANY_MIN_COUNT = 5
+
+
+def text_of(raw: pl.DataFrame) -> list[str]:
+    return raw.select(pl.concat_str([pl.col(t).fill_null("") for t in TEXTS], separator=" ")).to_series().to_list()
+
+
+def tfidf():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(sublinear_tf=True, min_df=2, stop_words="english", ngram_range=(1, 2), dtype=np.float64)
+
+
+class Split:
+    """One split's training rows: the base build, raw fields, labels, and the project's folds."""
+
+    def __init__(self, workspace: Path):
+        from stages import features, params
+
+        settings = params.load(workspace / "params.yaml")
+        prepared = workspace / "data" / "prepared"
+        self.raw = pl.read_parquet(prepared / "train_raw.parquet")
+        self.prep = settings.prep
+        self.labels = self.raw.get_column(LABEL).to_numpy()  # prep's 0/1, 1 for would_watch
+        built = pl.read_parquet(prepared / "train.parquet")
+        if not built.get_column("imdb_id").equals(self.raw.get_column("imdb_id")):
+            sys.exit("bench: prep's train.parquet and train_raw.parquet hold different rows")
+        # stages.search.make_folds' folds: the same splitter, seed and labels
+        self.folds = list(StratifiedKFold(n_splits=settings.search.cv_folds, shuffle=True,
+                                          random_state=settings.search.seed).split(np.zeros(len(self.labels)), self.labels))
+
+    def build(self, rows: np.ndarray, fitted_on: np.ndarray, companies: bool) -> pl.DataFrame:
+        """The feature build fitted on ``fitted_on`` rows, applied to ``rows``: prep's, with companies
+        one-hot (values held by at least COMPANY_MIN_COUNT rows) where asked."""
+        from stages import features
+
+        lists = [*self.prep.list_columns, *(["production_companies"] if companies else [])]
+        settings = self.prep.model_copy(update={"list_columns": lists})
+        spec = features.fit(self.raw[fitted_on], settings)
+        return features.build(self.raw[rows], spec)
+
+
+def xgboost(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFrame, seed: int = 0,
+            sampled: float = 1.0) -> np.ndarray:
+    import xgboost as xgb
+    from stages import features
+
+    x_fit, types = features.model_values(built_fit)
+    x_held, _ = features.model_values(built_held)
+    model = xgb.XGBClassifier(n_estimators=TREES, max_depth=DEPTH, learning_rate=LEARNING_RATE,
+                              scale_pos_weight=POSITIVE_WEIGHT, tree_method="hist", feature_types=types,
+                              subsample=sampled, colsample_bytree=sampled, enable_categorical=True, n_jobs=2,
+                              random_state=seed)
+    model.fit(x_fit, labels)
+    return model.predict_proba(x_held)[:, 1]
+
+
+def lightgbm(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFrame) -> np.ndarray:
+    from lightgbm import LGBMClassifier
+
+    model = LGBMClassifier(n_estimators=TREES, max_depth=DEPTH, num_leaves=2 ** DEPTH, learning_rate=LEARNING_RATE,
+                           scale_pos_weight=POSITIVE_WEIGHT, n_jobs=2, random_state=0, verbose=-1)
+    model.fit(built_fit.to_pandas(), labels)  # Enum columns arrive as pandas categories: LightGBM's own
+    return model.predict_proba(built_held.to_pandas())[:, 1]
+
+
+def catboost(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFrame, texts: tuple = ()) -> np.ndarray:
+    from catboost import CatBoostClassifier, Pool
+
+    categorical = [c for c, dtype in built_fit.schema.items() if isinstance(dtype, pl.Enum)]
+
+    def pool(frame: pl.DataFrame, y=None) -> Pool:
+        frame = frame.with_columns(pl.col(categorical).cast(pl.String).fill_null("(missing)"),
+                                   pl.col(list(texts)).fill_null(""))
+        return Pool(frame.to_pandas(), y, cat_features=categorical, text_features=list(texts) or None)
+
+    model = CatBoostClassifier(iterations=TREES, depth=DEPTH, learning_rate=LEARNING_RATE,
+                               scale_pos_weight=POSITIVE_WEIGHT, thread_count=2, random_seed=0, verbose=0)
+    model.fit(pool(built_fit, labels))
+    return model.predict_proba(pool(built_held))[:, 1]
+
+
+def logistic(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFrame) -> np.ndarray:
+    from sklearn.compose import make_column_transformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    categorical = [c for c, dtype in built_fit.schema.items() if isinstance(dtype, pl.Enum)]
+    numeric = [c for c in built_fit.columns if c not in categorical]
+    model = make_pipeline(
+        make_column_transformer(
+            (make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), numeric),
+            (OneHotEncoder(handle_unknown="ignore"), categorical)),
+        LogisticRegression(C=0.1, class_weight={0: 1.0, 1: POSITIVE_WEIGHT}, max_iter=5000))
+
+    def frame(built: pl.DataFrame):
+        return built.with_columns(pl.col(categorical).cast(pl.String).fill_null("(missing)")).to_pandas()
+
+    model.fit(frame(built_fit), labels)
+    return model.predict_proba(frame(built_held))[:, 1]
+
+
+def text_svd(fit_texts: list[str], held_texts: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.pipeline import make_pipeline
+
+    encoder = make_pipeline(tfidf(), TruncatedSVD(TEXT_COMPONENTS, random_state=0))
+    names = [f"text_svd_{i}" for i in range(TEXT_COMPONENTS)]
+    return (pl.DataFrame(encoder.fit_transform(fit_texts), schema=names),
+            pl.DataFrame(encoder.transform(held_texts), schema=names))
+
+
+def text_score(fit_texts: list[str], labels: np.ndarray, held_texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A text-only logistic regression on TF-IDF, stacked: out-of-fold scores for the rows it learns
+    from (inner 5 folds), the model fitted on all of them for the other rows."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    def model():
+        return make_pipeline(tfidf(), LogisticRegression(C=4.0, class_weight="balanced", max_iter=5000))
+
+    texts = np.array(fit_texts, dtype=object)
+    inner = np.zeros(len(labels))
+    for fit, held in StratifiedKFold(5, shuffle=True, random_state=0).split(texts, labels):
+        inner[held] = model().fit(texts[fit], labels[fit]).predict_proba(texts[held])[:, 1]
+    return inner, model().fit(texts, labels).predict_proba(held_texts)[:, 1]
+
+
+def fold_mean(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFrame) -> np.ndarray:
+    """The mean of 5 models, each fitted on 4/5 of the rows (the CV's own models), instead of one refit."""
+    parts = StratifiedKFold(5, shuffle=True, random_state=0).split(np.zeros(len(labels)), labels)
+    return np.mean([xgboost(built_fit[fit], labels[fit], built_held) for fit, _ in parts], axis=0)
+
+
+def variant_probabilities(split: Split, variant: str, fit: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """One variant's probabilities for the ``held`` rows, everything learnt from the ``fit`` rows."""
+    labels = split.labels[fit]
+    base_fit, base_held = split.build(fit, fit, False), split.build(held, fit, False)
+    if variant == "xgboost":
+        return xgboost(base_fit, labels, base_held)
+    if variant == "xgboost + companies":
+        return xgboost(split.build(fit, fit, True), labels, split.build(held, fit, True))
+    texts = text_of(split.raw)
+    fit_texts, held_texts = [texts[i] for i in fit], [texts[i] for i in held]
+    if variant == "xgboost + text svd":
+        svd_fit, svd_held = text_svd(fit_texts, held_texts)
+        return xgboost(pl.concat([base_fit, svd_fit], how="horizontal"), labels,
+                       pl.concat([base_held, svd_held], how="horizontal"))
+    if variant == "xgboost + stacked text":
+        inner, outer = text_score(fit_texts, labels, held_texts)
+        return xgboost(base_fit.with_columns(text_score=inner), labels, base_held.with_columns(text_score=outer))
+    if variant == "text alone (logistic, TF-IDF)":
+        return text_score(fit_texts, labels, held_texts)[1]
+    if variant == "lightgbm":
+        return lightgbm(base_fit, labels, base_held)
+    if variant == "catboost":
+        return catboost(base_fit, labels, base_held)
+    if variant == "catboost + text":
+        raw_texts = split.raw.select(TEXTS)
+        return catboost(pl.concat([base_fit, raw_texts[fit]], how="horizontal"), labels,
+                        pl.concat([base_held, raw_texts[held]], how="horizontal"), TEXTS)
+    if variant == "logistic regression":
+        return logistic(base_fit, labels, base_held)
+    if variant == "xgboost, mean of 5 fold models":
+        return fold_mean(base_fit, labels, base_held)
+    if variant == "xgboost bagged over 5 seeds":
+        # rows and columns sampled (0.8), or every seed grows the same trees
+        return np.mean([xgboost(base_fit, labels, base_held, seed, 0.8) for seed in range(5)], axis=0)
+    if variant == "mean of xgboost, lightgbm, catboost":
+        return np.mean([xgboost(base_fit, labels, base_held), lightgbm(base_fit, labels, base_held),
+                        catboost(base_fit, labels, base_held)], axis=0)
+    raise ValueError(variant)
+
+
+VARIANTS = (
+    "xgboost", "xgboost + companies", "xgboost + text svd", "xgboost + stacked text", "text alone (logistic, TF-IDF)",
+    "lightgbm", "catboost", "catboost + text", "logistic regression", "xgboost, mean of 5 fold models",
+    "xgboost bagged over 5 seeds", "mean of xgboost, lightgbm, catboost",
+)
+
+
+def cv_scores(split: Split, variant: str) -> dict[str, float]:
+    oof = np.zeros(len(split.labels))
+    for fit, held in split.folds:
+        oof[held] = variant_probabilities(split, variant, fit, held)
+    return {"AP": float(average_precision_score(split.labels, oof)),
+            "F2": float(fbeta_score(split.labels, oof >= THRESHOLD, beta=2, zero_division=0))}
+
+
+def split_results(split_seed: int, variants: list[str], work: Path, real: bool) -> dict[str, dict[str, float]]:
+    kept = work / f"split{split_seed}.json"
+    # kept results hold while this file and the project's feature build are the same
+    key = hashlib.sha256(Path(__file__).read_bytes() + (ROOT / "stages" / "features.py").read_bytes()
+                         + (ROOT / "params.yaml").read_bytes()).hexdigest()[:16]
+    results = json.loads(kept.read_text()) if kept.exists() else {}
+    if results.get("key") != key:
+        results = {"key": key, "variants": {}}
+    missing = [v for v in variants if v not in results["variants"]]
+    if missing:
+        with tempfile.TemporaryDirectory(prefix="bench-choices-") as scratch:
+            workspace = Path(scratch) / "repo"
+            search_bench.prepare(workspace, split_seed, real)
+            split = Split(workspace)
+            for variant in missing:
+                print(f"  split.seed {split_seed}: {variant}", flush=True)
+                results["variants"][variant] = cv_scores(split, variant)
+                kept.write_text(json.dumps(results, indent=1))
+    return {v: results["variants"][v] for v in variants}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--split-seeds", type=int, nargs="+", default=list(range(100, 110)))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--sample", action="store_true", help="the embedded sample even where the real export is")
+    parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "choices")
+    settings = parser.parse_args()
+    real = search_bench.REAL_EXPORT.exists() and not settings.sample
+    work = settings.work / ("real" if real else "sample")
+    work.mkdir(parents=True, exist_ok=True)
+    variants = list(dict.fromkeys(["xgboost", *settings.variants]))
+
+    per_split = [split_results(seed, variants, work, real) for seed in settings.split_seeds]
+    print(f"\n5-fold CV on each split's training rows, {'the real export' if real else 'the sample'}, "
+          f"split seeds {' '.join(map(str, settings.split_seeds))}: mean, and the mean difference from "
+          "xgboost [95% t interval over the splits]")
+    print(f"  {'variant':<38} {'CV AP':>7} {'diff [95%]':>26} {'CV F2':>7} {'diff [95%]':>26}")
+    for variant in variants:
+        cells = []
+        for metric in ("AP", "F2"):
+            values = np.array([s[variant][metric] for s in per_split])
+            differences = values - np.array([s["xgboost"][metric] for s in per_split])
+            if variant == "xgboost" or len(per_split) < 2:
+                interval = ""
+            else:
+                low, high = stats.t.interval(0.95, len(differences) - 1, loc=differences.mean(),
+                                             scale=stats.sem(differences)) if differences.std() > 0 else (0.0, 0.0)
+                interval = f"{differences.mean():+.4f} [{low:+.4f}, {high:+.4f}]"
+            cells.append(f"{values.mean():7.4f} {interval:>26}")
+        print(f"  {variant:<38} {cells[0]} {cells[1]}")
+
+
+if __name__ == "__main__":
+    main()
