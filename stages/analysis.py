@@ -12,6 +12,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 from scipy.stats.contingency import association
+from sklearn.metrics import average_precision_score
+from sklearn.model_selection import StratifiedKFold
 
 from stages import features
 from stages.params import AnalysisParams
@@ -197,9 +199,8 @@ def statistics(feature: Feature, column: pl.Series, settings: AnalysisParams, mi
         rule = (f"median {median:.0f} chars vs analysis.text_short_chars {settings.text_short_chars}; "
                 f"distinct share {distinct_share:.3f} vs analysis.distinct_high {settings.distinct_high}")
         if not (short or few):
-            outcome = ("long, many distinct values: keep for text embeddings" if settings.text_embeddings
-                       else "long, many distinct values, and analysis.text_embeddings is false: drop")
-            feature.step("statistical analysis", outcome, rule, drop=not settings.text_embeddings)
+            feature.figures.update(text_branch=True)
+            feature.step("statistical analysis", "long, many distinct values: a text for the text branch", rule)
             return
         feature.step("statistical analysis", "short or few distinct values: consider converting to categorical", rule)
     grouped = categories(column, min_count)
@@ -210,6 +211,34 @@ def statistics(feature: Feature, column: pl.Series, settings: AnalysisParams, mi
         feature.step("statistical analysis", "the categories are useful: keep", rule)
     else:
         feature.step("statistical analysis", "the categories are not useful: drop", rule, drop=True)
+
+
+def text_signal(column: pl.Series, labels: pl.Series) -> np.ndarray:
+    """Out-of-fold scores (5 folds) of a logistic regression on the text's TF-IDF: the text branch's
+    encoder, and a model that can use any word."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.pipeline import make_pipeline
+
+    texts, y = np.array(column.fill_null("").to_list(), dtype=object), labels.to_numpy()
+    model = make_pipeline(features.tfidf(), LogisticRegression(class_weight="balanced", max_iter=5000))
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    return cross_val_predict(model, texts, y, cv=folds, method="predict_proba")[:, 1]
+
+
+def text_target_test(feature: Feature, column: pl.Series, labels: pl.Series, settings: AnalysisParams) -> None:
+    """A long text's association with the label: do its out-of-fold scores rank would_watch above the
+    rest (one-sided Mann-Whitney U), and by how much AP beats the positive share (a blind ranking's AP)."""
+    scores, y = text_signal(column, labels), labels.to_numpy()
+    ap, share = float(average_precision_score(y, scores)), float(y.mean())
+    _, p = stats.mannwhitneyu(scores[y == 1], scores[y == 0], alternative="greater")
+    feature.tests.update(target_text_cv={"ap": _round(ap), "positive_share": _round(share), "mann_whitney_p": _round(p)})
+    rule = (f"5-fold CV of a TF-IDF logistic regression on this text alone: AP {ap:.3f} vs positive share {share:.3f}; "
+            f"Mann-Whitney p {p:.3g} vs analysis.text_max_p {settings.text_max_p}")
+    keep = bool(p < settings.text_max_p)
+    feature.step("target analysis",
+                 "the text ranks would_watch higher: keep for the text branch (prep.text_columns)" if keep
+                 else "the text says little of the label: drop", rule, drop=not keep)
 
 
 def target_tests(feature: Feature, column: pl.Series, labels: pl.Series, settings: AnalysisParams, min_count: int) -> None:
@@ -266,10 +295,13 @@ def analyse(rows: pl.DataFrame, settings: AnalysisParams, zero_as_unknown: list[
     grouped = {n: categories(columns[n], min_count) for n in categorical}
     cramer = {a: {b: cramers_v(grouped[a], grouped[b]) for b in categorical} for a in categorical}
     f_between = {c: {k: anova(grouped[k], columns[c]) for k in categorical} for c in CONTINUOUS}
-    # text the statistics step converted to categorical goes on as a categorical
-    converted = [n for n in TEXTS if found[n].keep]
+    # text the statistics step converted to categorical goes on as a categorical; long text is measured
+    texts = [n for n in TEXTS if found[n].keep and found[n].figures.get("text_branch")]
+    converted = [n for n in TEXTS if found[n].keep and n not in texts]
     for name in (*CONTINUOUS, *categorical, *converted):
         target_tests(found[name], columns[name], labels, settings, min_count)
+    for name in texts:
+        text_target_test(found[name], columns[name], labels, settings)
 
     def strength(name: str) -> float:
         tests = found[name].tests
@@ -310,13 +342,15 @@ def encoded_columns(name: str, spec: features.FeatureSpec) -> list[str]:
         return [f"{name}{features.NORM_SUFFIX}"]
     if name in spec.lists:
         return list(spec.lists[name].columns)
+    if spec.text and name in spec.text.sources:
+        return list(spec.text.columns)  # the joined texts' columns: kept while either text is
     return [name] if name in spec.categoricals else []
 
 
 def selection(found: list[Feature], spec: features.FeatureSpec, apply: bool) -> dict:
     """models/selection.json: the model columns train uses, and each raw feature's fate."""
     dropped = {f.name for f in found if not f.keep} if apply else set()
-    columns = [c for f in found if f.name not in dropped for c in encoded_columns(f.name, spec)]
+    columns = list(dict.fromkeys(c for f in found if f.name not in dropped for c in encoded_columns(f.name, spec)))
     order = {c: i for i, c in enumerate(spec.columns)}
     return {
         "applied": apply,

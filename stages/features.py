@@ -9,6 +9,7 @@ Both keep to one definition, which is what keeps training and serving equal.
 import json
 import re
 import unicodedata
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,9 @@ LIST_PREFIXES = {
     "production_companies": "production_company",
 }
 NORM_SUFFIX = "_norm"
+TEXT_PREFIX = "text_svd_"
+# the TF-IDF vocabulary's size cap: its terms x components floats go into models/features.json
+TEXT_TERMS = 5000
 
 
 class MinMax(BaseModel):
@@ -46,6 +50,55 @@ class Encoding(BaseModel):
     columns: list[str]
 
 
+class TextEncoding(BaseModel):
+    """The text columns, joined, as TF-IDF over a training vocabulary projected on SVD
+    components (seed 001's text branch, with an encoder that needs no download)."""
+
+    model_config = ConfigDict(frozen=True)
+    sources: list[str]
+    vocabulary: list[str]
+    idf: list[float]
+    components: list[list[float]]
+    columns: list[str]
+
+    @cached_property
+    def _projection(self):
+        """Built once per loaded spec: a server scores many small batches with it."""
+        vectorizer = tfidf(vocabulary=self.vocabulary)
+        vectorizer.idf_ = np.asarray(self.idf)
+        return vectorizer, np.asarray(self.components).T
+
+    def values(self, rows: pl.DataFrame) -> np.ndarray:
+        """One row of component values per row; a row without text gets zeros."""
+        vectorizer, projection = self._projection
+        return vectorizer.transform(_joined(rows, self.sources)) @ projection
+
+
+def tfidf(vocabulary: list[str] | None = None):
+    """The text branch's TF-IDF: fitted (a vocabulary of terms in at least 2 rows), or over ``vocabulary``."""
+    from sklearn.feature_extraction.text import TfidfVectorizer  # only a build with text pays for it
+
+    return TfidfVectorizer(sublinear_tf=True, stop_words="english", min_df=2 if vocabulary is None else 1,
+                           max_features=None if vocabulary else TEXT_TERMS, vocabulary=vocabulary, dtype=np.float64)
+
+
+def _joined(rows: pl.DataFrame, sources: list[str]) -> list[str]:
+    return rows.select(pl.concat_str([pl.col(c).fill_null("") for c in sources], separator=" ")).to_series().to_list()
+
+
+def fit_text(train: pl.DataFrame, sources: list[str], components: int) -> TextEncoding:
+    """TF-IDF and a truncated SVD fitted on training rows (no label is read)."""
+    from sklearn.decomposition import TruncatedSVD
+
+    vectorizer = tfidf()
+    weights = vectorizer.fit_transform(_joined(train, sources))
+    # SVD needs fewer components than terms: a tiny vocabulary gets fewer columns
+    svd = TruncatedSVD(n_components=max(1, min(components, weights.shape[1] - 1)), random_state=0).fit(weights)
+    return TextEncoding(sources=list(sources), vocabulary=vectorizer.get_feature_names_out().tolist(),
+                        idf=vectorizer.idf_.tolist(), components=svd.components_.tolist(),
+                        columns=[f"{TEXT_PREFIX}{i}" for i in range(svd.n_components)])
+
+
 class FeatureSpec(BaseModel):
     """All a build needs; saved as models/features.json and models/normalization.json."""
 
@@ -54,6 +107,7 @@ class FeatureSpec(BaseModel):
     normalization: dict[str, MinMax]
     lists: dict[str, Encoding]
     categoricals: dict[str, list[str]]
+    text: TextEncoding | None = None
     columns: list[str]
 
     def features_json(self) -> dict:
@@ -114,9 +168,11 @@ def fit(train: pl.DataFrame, settings: PrepParams) -> FeatureSpec:
         values = _frequent(train.get_column(column).list.unique().explode(), settings.min_count)
         lists[column] = Encoding(values=values, columns=_one_hot_names(LIST_PREFIXES[column], values))
     categoricals = {c: _frequent(train.get_column(c), settings.min_count) for c in settings.categorical_columns}
+    text = fit_text(train, settings.text_columns, settings.text_components) if settings.text_columns else None
     columns = [
         *(f"{c}{NORM_SUFFIX}" for c in CONTINUOUS),
         *(name for encoding in lists.values() for name in encoding.columns),
+        *(text.columns if text else []),
         *categoricals,
     ]
     return FeatureSpec(
@@ -124,6 +180,7 @@ def fit(train: pl.DataFrame, settings: PrepParams) -> FeatureSpec:
         normalization=normalization,
         lists=lists,
         categoricals=categoricals,
+        text=text,
         columns=columns,
     )
 
@@ -150,7 +207,10 @@ def build(rows: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
         pl.when(pl.col(c).is_in(vocabulary)).then(pl.col(c)).cast(pl.Enum(vocabulary)).alias(c)
         for c, vocabulary in spec.categoricals.items()
     ]
-    return rows.select(*scaled, *one_hot, *categorical).select(spec.columns)
+    built = rows.select(*scaled, *one_hot, *categorical)
+    if spec.text:
+        built = built.with_columns(pl.DataFrame(spec.text.values(rows), schema=spec.text.columns, orient="row"))
+    return built.select(spec.columns)
 
 
 def model_values(built: pl.DataFrame) -> tuple[np.ndarray, list[str]]:

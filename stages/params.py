@@ -20,6 +20,7 @@ from stages.errors import PipelineError
 MediaType = Literal["movie", "tv_show", "tv_season", "tv_episode_pack"]
 ListColumn = Literal["origin_country", "production_countries", "spoken_languages", "genre", "production_companies"]
 CategoricalColumn = Literal["production_status", "original_language"]
+TextColumn = Literal["overview", "tagline"]
 ZeroUnknownColumn = Literal["budget", "revenue", "runtime"]
 
 
@@ -63,9 +64,11 @@ class PrepParams(_Section):
     list_columns: list[ListColumn]
     categorical_columns: list[CategoricalColumn]
     min_count: Annotated[int, Field(ge=1)]
+    text_columns: list[TextColumn]
+    text_components: Annotated[int, Field(ge=1, le=256)]
 
     _no_repeats = field_validator(
-        "media_types", "zero_as_unknown", "list_columns", "categorical_columns"
+        "media_types", "zero_as_unknown", "list_columns", "categorical_columns", "text_columns"
     )(_unique)
 
 
@@ -80,7 +83,7 @@ class AnalysisParams(_Section):
     distinct_low: Annotated[int, Field(ge=0)]
     normality_p: Annotated[float, Field(gt=0, lt=1)]
     text_short_chars: Annotated[int, Field(ge=0)]
-    text_embeddings: bool
+    text_max_p: Annotated[float, Field(gt=0, lt=1)]
     inter_r: Annotated[float, Field(gt=0, le=1)]
     inter_cramers_v: Annotated[float, Field(gt=0, le=1)]
     inter_chi2_p: Annotated[float, Field(gt=0, lt=1)]

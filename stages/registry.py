@@ -80,6 +80,8 @@ def serving_example(spec: features.FeatureSpec) -> pd.DataFrame:
         middle[column] = encoding.values[:1]
     for column, vocabulary in spec.categoricals.items():
         middle[column] = vocabulary[0] if vocabulary else None
+    for column in spec.text.sources if spec.text else []:
+        middle[column] = " ".join(spec.text.vocabulary[:3])
     bare = {column: None for column in middle} | {scoring.ID: "tt0000001"}
     dtypes = {name: schema.BY_NAME[name].dtype for name in middle}
     dtypes |= {name: pl.Float64 for name in features.CONTINUOUS}

@@ -22,7 +22,7 @@ ID = "imdb_id"
 
 def required_columns(spec: features.FeatureSpec) -> list[str]:
     """The raw columns the feature build reads (label and the rest are optional)."""
-    return [ID, *features.CONTINUOUS, *spec.lists, *spec.categoricals]
+    return [ID, *features.CONTINUOUS, *spec.lists, *spec.categoricals, *(spec.text.sources if spec.text else [])]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from stages import params, registry, schema, scoring
+from stages import features, params, registry, schema, scoring
 
 log = logging.getLogger("reel_driver.serve")
 
@@ -62,6 +62,16 @@ class Movie(BaseModel):
     production_countries: Names | None = None
     spoken_languages: Names | None = None
     production_companies: Names | None = None
+
+
+# Accepted, but the media pipeline never sends it (its 18 other metadata fields it does): a model
+# that reads it would score every real request without it, unlike the rows it was trained on
+NOT_SENT = ("production_companies",)
+
+
+def unsent_fields(spec: features.FeatureSpec) -> list[str]:
+    """The fields a model's feature build reads that the media pipeline does not send."""
+    return [name for name in NOT_SENT if name in scoring.required_columns(spec)]
 
 
 class Batch(BaseModel):
@@ -119,6 +129,9 @@ class Champion:
             if found.threshold is None:
                 raise ValueError("it has no threshold (evaluate did not record it)")
             served = Served(found, registry.load_scorer(found))
+            if unsent := unsent_fields(served.scorer.spec):
+                raise ValueError(f"it reads {', '.join(unsent)}, which the media pipeline does not send "
+                                 "(train without it: remove it from prep.list_columns)")
         except Exception as error:  # noqa: BLE001
             self._failed = found.version
             log.error("version %s of %s did not load (%s): still serving %s", found.version,

@@ -122,9 +122,10 @@ def repo_copy(tmp_path: Path) -> Path:
     return target
 
 
-def _run_pipeline(root: Path, raw: pl.DataFrame | None = None) -> Path:
+def _run_pipeline(root: Path, raw: pl.DataFrame | None = None, prep_changes: dict | None = None) -> Path:
     """extract (or ``raw`` as extract would write it), prep, analyze, train and evaluate in
-    ``root``, with a search small enough for tests; MLflow's store is root's own."""
+    ``root``, with a search small enough for tests and ``prep_changes`` made; MLflow's store
+    is root's own."""
     from stages import analyze, evaluate, extract, outputs, paths, prep, schema, train
 
     settings = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -132,6 +133,7 @@ def _run_pipeline(root: Path, raw: pl.DataFrame | None = None) -> Path:
     settings["extract"].update(source="sample", sample_rows=1500)
     settings["search"].update(budget=6, cv_folds=3)
     settings["publish"]["batch_rows"] = 100  # several batches even on a small sample
+    settings["prep"].update(prep_changes or {})
     (root / "params.yaml").write_text(yaml.safe_dump(settings))
     # a session fixture is built before the test's own isolation, maybe after a test that
     # pointed MLflow elsewhere: it isolates itself
@@ -158,6 +160,13 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def real_pipeline(real_export: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real export run through prep, train and evaluate once (skips where it is absent)."""
     return _run_pipeline(tmp_path_factory.mktemp("real_pipeline"), real_export)
+
+
+@pytest.fixture(scope="session")
+def text_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample run with the text branch on (overview and tagline as TF-IDF + SVD columns)."""
+    return _run_pipeline(tmp_path_factory.mktemp("text_pipeline"), prep_changes={"text_columns": ["overview", "tagline"],
+                                                                        "text_components": 8})
 
 
 @pytest.fixture

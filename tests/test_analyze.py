@@ -34,6 +34,25 @@ def test_anova_finds_a_planted_group_difference() -> None:
     assert f_flat < 10 and p_flat > 0.001
 
 
+def test_a_long_text_is_kept_for_the_text_branch_only_when_it_ranks_the_labels() -> None:
+    rng = np.random.default_rng(3)
+    labels = pl.Series("label", (rng.random(600) < 0.15).astype(np.int8))
+    words = np.array(["river", "city", "night", "storm", "letter", "garden", "train", "winter", "friend", "secret"])
+
+    def texts(planted: bool) -> pl.Series:
+        lines = [" ".join(rng.choice(words, 12)) + (" heist" if planted and y else "") for y in labels]
+        return pl.Series("overview", lines)
+
+    settings = SETTINGS.analysis
+    for planted, kept in ((True, True), (False, False)):
+        feature = analysis.Feature("overview", "text")
+        analysis.text_target_test(feature, texts(planted), labels, settings)
+        measured = feature.tests["target_text_cv"]
+        assert measured["positive_share"] == pytest.approx(float(labels.mean()), abs=1e-6)
+        assert feature.keep is kept and (measured["mann_whitney_p"] < settings.text_max_p) is kept
+        assert (measured["ap"] > 0.9) is planted  # words the label never chose: about the positive share
+
+
 def test_categories_group_rare_values_and_nulls() -> None:
     grouped = analysis.categories(pl.Series("c", ["a", "a", "b", None, "a"]), min_count=2)
     assert grouped.to_list() == ["a", "a", analysis.OTHER, analysis.MISSING, "a"]
@@ -66,7 +85,10 @@ def test_every_feature_gets_a_decision_and_its_rule(training_rows: pl.DataFrame)
         assert feature.keep or feature.reason.split(":")[0] in {s["stage"] for s in feature.steps}
     by_name = {f.name: f for f in found}
     assert not by_name["production_status"].keep  # movies are all "Released": one useful category
-    assert "analysis.text_embeddings is false" in by_name["overview"].reason
+    # the sample's overviews are words drawn without regard to the label: measured, and dropped
+    overview = by_name["overview"]
+    assert overview.figures["text_branch"] and "target_text_cv" in overview.tests
+    assert not overview.keep and overview.reason.startswith("target analysis: the text says little of the label")
     assert by_name["imdb_votes"].keep  # the planted signal: many votes, would watch
     assert by_name["budget"].figures["null_share"] > 0.7  # 0 counts as unknown
 

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -234,6 +235,33 @@ def test_build_follows_the_recorded_column_order_and_round_trips_through_json() 
         json.loads(json.dumps(spec.features_json())), json.loads(json.dumps(spec.normalization_json()))
     )
     assert restored == spec
+
+
+def test_the_text_branch_learns_from_training_rows_and_builds_the_same_after_json() -> None:
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    overview = ["A heist in the city", "a heist at night", "Love in the city", "love letters at night", "a storm at sea", None]
+    tagline = ["Crime pays", None, "romance", "Romance", "the sea", None]
+    train = raw_rows(overview=overview, tagline=tagline, genre=[["Drama"]] * 6, original_language=["en"] * 6)
+    spec = features.fit(train, prep_settings(min_count=1, text_columns=["overview", "tagline"], text_components=3))
+    # terms of at least 2 rows, stop words out: "sea" is twice in one row, so once
+    assert spec.text.vocabulary == ["city", "heist", "love", "night", "romance"]
+    assert spec.text.columns == ["text_svd_0", "text_svd_1", "text_svd_2"]
+    first = spec.columns.index("text_svd_0")  # after the one-hot, before the categoricals
+    assert spec.columns[first - 1] == "genre_drama" and spec.columns[first + 3:] == list(spec.categoricals)
+
+    built = features.build(train, spec).select(spec.text.columns).to_numpy()
+    joined = [f"{o or ''} {t or ''}" for o, t in zip(overview, tagline)]
+    tfidf = TfidfVectorizer(sublinear_tf=True, stop_words="english", min_df=2).fit_transform(joined)
+    expected = TruncatedSVD(3, random_state=0).fit_transform(tfidf)
+    np.testing.assert_allclose(built, expected, atol=1e-12)
+    assert not built[5].any()  # no text: zeros
+
+    restored = features.FeatureSpec.from_json(json.loads(json.dumps(spec.features_json())), spec.normalization_json())
+    new = raw_rows(overview=["a heist in winter", "nothing known here"], tagline=[None, None])
+    assert features.build(new, restored).equals(features.build(new, spec))
+    assert features.build(new, restored).select(spec.text.columns).row(1) == (0.0, 0.0, 0.0)
 
 
 # ---- the stage -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 import xgboost as xgb
 from sklearn.metrics import log_loss
 
-from stages import params, paths, scoring, search
+from stages import params, paths, registry, scoring, search
 from stages.errors import PipelineError
 from tests.conftest import free_port
 
@@ -117,3 +117,39 @@ def test_served_model_answers_raw_rows_over_http(in_pipeline: Path) -> None:
     expected = pl.read_parquet(paths.PREDICTIONS).join(served, on="imdb_id", suffix="_served")
     assert expected.height == rows.height
     assert np.allclose(expected["probability"], expected["probability_served"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_the_text_branch_scores_alike_in_evaluate_predict_publish_and_the_served_model(
+        text_pipeline: Path, atp_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    from stages import features, predict, publish
+    from tests.conftest import insert_rows
+    from tests.test_publish import published
+
+    monkeypatch.chdir(text_pipeline)
+    spec = features.FeatureSpec.load(paths.FEATURES, paths.NORMALIZATION)
+    booster = xgb.Booster(model_file=str(paths.MODEL))
+    assert spec.text.sources == ["overview", "tagline"] and set(spec.text.columns) <= set(booster.feature_names)
+    expected = pl.read_parquet(paths.PREDICTIONS).select("imdb_id", "probability")
+    raw = hold_out_raw(text_pipeline)
+
+    def agrees(scored: pl.DataFrame) -> bool:
+        joined = expected.join(scored.select("imdb_id", pl.col("probability").alias("other")), on="imdb_id")
+        return joined.height == expected.height and bool(np.abs(joined["probability"] - joined["other"]).max() <= 1e-6)
+
+    raw.write_parquet(tmp_path / "raw.parquet")
+    predict.predict(tmp_path / "raw.parquet", False, None, False, tmp_path / "from_file.parquet")
+    assert agrees(pl.read_parquet(tmp_path / "from_file.parquet"))
+
+    insert_rows(atp_db, pl.read_parquet(paths.RAW))
+    predict.predict(None, True, None, True, tmp_path / "from_db.parquet")
+    assert agrees(pl.read_parquet(tmp_path / "from_db.parquet"))
+    publish.publish(None)
+    assert agrees(published(atp_db))
+
+    mlflow.set_tracking_uri(f"sqlite:///{text_pipeline / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model(f"models:/{registry.REGISTERED_MODEL}/1")
+    request = raw.select(scoring.required_columns(spec)).with_columns(pl.col(features.CONTINUOUS).cast(pl.Float64))
+    assert agrees(pl.from_pandas(served.predict(request.to_pandas())))  # doubles, as its signature says

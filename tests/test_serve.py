@@ -73,10 +73,26 @@ def wait_for(condition, seconds: float, what: str) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="module", params=["sample", pytest.param("real export", marks=pytest.mark.slow)])
+def test_a_model_reading_a_field_the_media_pipeline_never_sends_is_not_served() -> None:
+    from stages import features
+    from tests.test_prep import prep_settings, raw_rows
+
+    sent = set(FIELDS) - {"imdb_id", *serve.NOT_SENT}
+    assert len(sent) == 18  # the metadata fields the media pipeline sends
+    train = raw_rows(production_companies=[["A24"], ["A24", "Neon"]], genre=[["Drama"], ["Drama"]])
+    default = prep_settings(min_count=1)
+    assert serve.unsent_fields(features.fit(train, default)) == []
+    with_companies = default.model_copy(update={"list_columns": [*default.list_columns, "production_companies"]})
+    assert serve.unsent_fields(features.fit(train, with_companies)) == ["production_companies"]
+
+
+@pytest.fixture(scope="module", params=["sample", pytest.param("sample, text branch", marks=pytest.mark.slow),
+                                        pytest.param("real export", marks=pytest.mark.slow)])
 def pipeline(request: pytest.FixtureRequest) -> Path:
-    """Every test below runs on the sample's model, then (CI) on the real export's."""
-    return request.getfixturevalue("pipeline" if request.param == "sample" else "real_pipeline")
+    """Every test below runs on the sample's model, then (CI) on the sample's with the text
+    branch and on the real export's."""
+    fixtures = {"sample": "pipeline", "sample, text branch": "text_pipeline", "real export": "real_pipeline"}
+    return request.getfixturevalue(fixtures[request.param])
 
 
 @pytest.fixture(scope="module")
