@@ -274,8 +274,10 @@ def main() -> None:
         for metric in ("AP", "F2"):
             values = np.array([s[variant][metric] for s in per_split])
             differences = values - np.array([s["xgboost"][metric] for s in per_split])
-            if variant == "xgboost" or len(per_split) < 2:
+            if variant == "xgboost":
                 interval = ""
+            elif len(per_split) < 2:  # no interval from one split
+                interval = f"{differences.mean():+.4f}"
             else:
                 low, high = stats.t.interval(0.95, len(differences) - 1, loc=differences.mean(),
                                              scale=stats.sem(differences)) if differences.std() > 0 else (0.0, 0.0)

@@ -22,9 +22,14 @@ rows for both sides) 95% interval of the mean difference between the project and
 Targets: the project's mean F2 and AP each >= the better anchor's + 0.01, and the interval of at
 least one of the two above 0 against that anchor. A missed target exits 1, naming it.
 
+--set SECTION.KEY=VALUE (repeatable) changes the project's params only, as `dvc exp run -S`
+does: a feature or model choice is judged against the same anchors. The project's mean CV on
+each split's training rows (train's out-of-fold F2 and AP) is printed too: choices are adopted
+by it (issue 18's rule), never by the hold-out figures.
+
 Per-split work is kept under --work (default bench/out/quality), so a run that stops restarts
 where it stopped: the anchors' probabilities are reused while the prepared rows and the grid are
-the same; the project's while the commit, the working tree's changes and params.yaml are too.
+the same; the project's while the commit, the working tree's changes, params.yaml and --set are.
 """
 
 import argparse
@@ -57,12 +62,13 @@ def digest(*parts: bytes) -> str:
     return hashed.hexdigest()[:16]
 
 
-def project_key() -> str:
-    """The project's code and params as they are: the commit, its uncommitted changes, params.yaml."""
+def project_key(changes: dict) -> str:
+    """The project's code and params as they are: the commit, its uncommitted changes, params.yaml, --set."""
     def git(*arguments: str) -> bytes:
         return subprocess.run(["git", *arguments], cwd=ROOT, capture_output=True, check=True).stdout
 
-    return digest(git("rev-parse", "HEAD"), git("diff", "HEAD"), (ROOT / "params.yaml").read_bytes())
+    return digest(git("rev-parse", "HEAD"), git("diff", "HEAD"), (ROOT / "params.yaml").read_bytes(),
+                  json.dumps(changes, sort_keys=True).encode())
 
 
 def anchor_key(workspace: Path, anchor: str, settings: argparse.Namespace) -> str:
@@ -113,35 +119,46 @@ def run_anchor(workspace: Path, anchor: str, out: Path, settings: argparse.Names
         sys.exit(f"{anchor} failed in {workspace}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
 
 
-def split_probabilities(split_seed: int, settings: argparse.Namespace, real: bool) -> dict[str, pl.DataFrame]:
-    """Every method's hold-out probabilities for one split: from --work where still valid, else computed."""
+def split_probabilities(split_seed: int, settings: argparse.Namespace, real: bool) -> tuple[dict[str, pl.DataFrame], dict]:
+    """Every method's hold-out probabilities for one split, and the project's CV figures (train's
+    out-of-fold F2 and AP): from --work where still valid, else computed."""
     kept = settings.work / f"split{split_seed}"
     kept.mkdir(parents=True, exist_ok=True)
     index = kept / "keys.json"
     keys = json.loads(index.read_text()) if index.exists() else {}
+    # the project with --set changes is kept beside the default one: the anchors stay the same
+    project = f"project-{digest(json.dumps(settings.changes, sort_keys=True).encode())[:8]}" if settings.changes else "project"
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as scratch:
         workspace = Path(scratch) / "repo"
         search_bench.prepare(workspace, split_seed, real)  # raw rows, prep and analyze at this split seed
-        wanted = {"project": project_key(), **{a: anchor_key(workspace, a, settings) for a in settings.anchors}}
+        wanted = {project: project_key(settings.changes), **{a: anchor_key(workspace, a, settings) for a in settings.anchors}}
         for method, key in wanted.items():
             path = kept / f"{method}.parquet"
             if keys.get(method) == key and path.exists():
                 continue
             print(f"  split.seed {split_seed}: running {method}", flush=True)
-            if method == "project":
+            if method == project:
+                if settings.changes:
+                    workspace = Path(scratch) / "variant"
+                    search_bench.prepare(workspace, split_seed, real, settings.changes)
                 search_bench.dvc(workspace, "repro", "evaluate")
                 pl.read_parquet(workspace / "data" / "predictions" / "test.parquet").select(
                     "imdb_id", "label", "probability").write_parquet(path)
+                trained = json.loads((workspace / "metrics" / "train.json").read_text())
+                (kept / f"{method}.cv.json").write_text(json.dumps(
+                    {"F2": trained["out_of_fold"]["score"], "AP": trained["out_of_fold"]["average_precision"],
+                     "scoring": trained["scoring"]}))
             else:
                 run_anchor(workspace, method, path, settings)
             keys[method] = key
             index.write_text(json.dumps(keys, indent=1))  # each method kept as soon as it is done
     frames = {method: pl.read_parquet(kept / f"{method}.parquet").sort("imdb_id") for method in wanted}
+    frames["project"] = frames.pop(project)
     ids = frames["project"].get_column("imdb_id")
     for method, frame in frames.items():  # the same hold-out rows, with the same labels, for every method
         if not (frame.get_column("imdb_id").equals(ids) and frame.get_column("label").equals(frames["project"]["label"])):
             sys.exit(f"split.seed {split_seed}: {method}'s hold-out rows are not the project's")
-    return frames
+    return frames, json.loads((kept / f"{project}.cv.json").read_text())
 
 
 METRICS = {
@@ -180,6 +197,15 @@ def table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def parse_change(change: str) -> tuple[str, object]:
+    import yaml
+
+    key, separator, value = change.partition("=")
+    if not separator or not key:
+        sys.exit(f"bench: --set {change!r}: expected SECTION.KEY=VALUE")
+    return key, yaml.safe_load(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split-seeds", type=int, nargs="+", default=list(range(100, 110)))
@@ -191,7 +217,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "quality")
     parser.add_argument("--autogluon-python", type=Path, default=ROOT / "bench" / "out" / "autogluon-venv" / "bin" / "python",
                         help="the interpreter of an environment made from bench/autogluon-requirements.txt")
+    parser.add_argument("--set", dest="changes", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a params.yaml change for the project's side only (a YAML value), as `dvc exp run -S`; "
+                             "e.g. --set 'prep.text_columns=[overview, tagline]'")
     settings = parser.parse_args()
+    settings.changes = dict(parse_change(change) for change in settings.changes)
     if "autogluon" in settings.anchors and not (settings.autogluon_python.exists() and subprocess.run(
             [str(settings.autogluon_python), "-c", "import autogluon.tabular, polars"], capture_output=True).returncode == 0):
         sys.exit(f"bench: no AutoGluon at {settings.autogluon_python}: make its environment as "
@@ -200,9 +230,10 @@ def main() -> None:
     settings.work = settings.work / ("real" if real else "sample")
     methods = ["project", *settings.anchors]
 
-    splits, per_split = [], []
+    splits, per_split, cross_validated = [], [], []
     for split_seed in settings.split_seeds:
-        frames = split_probabilities(split_seed, settings, real)
+        frames, cv = split_probabilities(split_seed, settings, real)
+        cross_validated.append(cv)
         labels = frames["project"].get_column("label").to_numpy()
         split = {"label": labels, **{m: frames[m].get_column("probability").to_numpy() for m in methods}}
         splits.append(split)
@@ -210,12 +241,16 @@ def main() -> None:
         print(f"\nsplit.seed {split_seed}, {'the real export' if real else 'the sample'}: "
               f"{len(labels)} hold-out rows, {int(labels.sum())} positive")
         print(table(per_split[-1]))
+        print(f"  project's CV on the training rows (train's out-of-fold): F2 {cv['F2']:.4f}, AP {cv['AP']:.4f}")
 
     mean = {m: {k: float(np.mean([s[m][k] for s in per_split])) for k in ("F2", "AP", "recall", "precision")}
             for m in methods}
     seeds = " ".join(map(str, settings.split_seeds))
     print(f"\nmean over split seeds {seeds}")
     print(table(mean))
+    changed = ", ".join(f"{key}={value!r}" for key, value in settings.changes.items()) or "params.yaml as it is"
+    print(f"  project ({changed}): mean CV on the training rows F2 {np.mean([c['F2'] for c in cross_validated]):.4f}, "
+          f"AP {np.mean([c['AP'] for c in cross_validated]):.4f} (what choices are adopted by; the hold-out decides nothing)")
     print(f"paired bootstrap, {settings.resamples} resamples of each split's hold-out rows: "
           "mean difference project - anchor [95% interval]")
     intervals = {}

@@ -67,14 +67,23 @@ def dvc(workspace: Path, *arguments: str) -> None:
     subprocess.run([DVC, *arguments], cwd=workspace, check=True, capture_output=True)
 
 
-def prepare(workspace: Path, split_seed: int, real: bool) -> str:
-    """A scratch repository with raw data, prepared rows and the selection in place."""
+def prepare(workspace: Path, split_seed: int, real: bool, changes: dict | None = None) -> str:
+    """A scratch repository with raw data, prepared rows and the selection in place; ``changes``
+    ({"prep.text_columns": [...], ...}) set in its params.yaml first, as `dvc exp run -S` would."""
     import yaml
 
     shutil.copytree(ROOT, workspace, ignore=SKIPPED)
     params_file = workspace / "params.yaml"
     settings = yaml.safe_load(params_file.read_text())
     settings["split"]["seed"] = split_seed
+    for dotted, value in (changes or {}).items():
+        *sections, key = dotted.split(".")
+        target = settings
+        for section in sections:
+            target = target[section]
+        if key not in target:
+            sys.exit(f"bench: params.yaml has no {dotted}")
+        target[key] = value
     params_file.write_text(yaml.safe_dump(settings, sort_keys=False))
     if real:
         # what extract writes from the production table, without a server
