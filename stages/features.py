@@ -111,7 +111,8 @@ class FeatureSpec(BaseModel):
     columns: list[str]
 
     def features_json(self) -> dict:
-        return self.model_dump(exclude={"normalization"})
+        # without the text branch the file is as before it existed: no rerun for those who never use it
+        return self.model_dump(exclude={"normalization"}, exclude_none=True)
 
     def normalization_json(self) -> dict:
         return {name: bounds.model_dump() for name, bounds in self.normalization.items()}
