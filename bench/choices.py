@@ -82,6 +82,21 @@ class Split:
         return features.build(self.raw[rows], spec)
 
 
+def derived(raw: pl.DataFrame, reference_year: int) -> pl.DataFrame:
+    """What the owner says he weighs together (seed 001: RT score against IMDb votes, English films,
+    genre rules), as explicit columns: votes per year since release, the critics' and the public's
+    ratings apart, box office against budget, how many genres."""
+    known = lambda c: pl.when(pl.col(c) > 0).then(pl.col(c).cast(pl.Float64))  # noqa: E731 (0: not known)
+    return raw.select(
+        votes_per_year=pl.col("imdb_votes") / (reference_year - pl.col("release_year") + 1).clip(lower_bound=1),
+        critics_minus_public=pl.col("rt_score") / 10 - pl.col("imdb_rating"),
+        metascore_minus_rt=pl.col("metascore").cast(pl.Float64) - pl.col("rt_score"),
+        revenue_per_budget=known("revenue") / known("budget"),
+        genres=pl.col("genre").list.len(),
+        english=(pl.col("original_language") == "en").cast(pl.Int8),
+    )
+
+
 def xgboost(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFrame, seed: int = 0,
             sampled: float = 1.0) -> np.ndarray:
     import xgboost as xgb
@@ -182,6 +197,10 @@ def variant_probabilities(split: Split, variant: str, fit: np.ndarray, held: np.
     base_fit, base_held = split.build(fit, fit, False), split.build(held, fit, False)
     if variant == "xgboost":
         return xgboost(base_fit, labels, base_held)
+    if variant == "xgboost + derived":
+        year = int(split.raw[fit].get_column("release_year").max())
+        return xgboost(pl.concat([base_fit, derived(split.raw[fit], year)], how="horizontal"), labels,
+                       pl.concat([base_held, derived(split.raw[held], year)], how="horizontal"))
     if variant == "xgboost + companies":
         return xgboost(split.build(fit, fit, True), labels, split.build(held, fit, True))
     texts = text_of(split.raw)
@@ -217,7 +236,7 @@ def variant_probabilities(split: Split, variant: str, fit: np.ndarray, held: np.
 
 
 VARIANTS = (
-    "xgboost", "xgboost + companies", "xgboost + text svd", "xgboost + stacked text", "text alone (logistic, TF-IDF)",
+    "xgboost", "xgboost + companies", "xgboost + derived", "xgboost + text svd", "xgboost + stacked text", "text alone (logistic, TF-IDF)",
     "lightgbm", "catboost", "catboost + text", "logistic regression", "xgboost, mean of 5 fold models",
     "xgboost bagged over 5 seeds", "mean of xgboost, lightgbm, catboost",
 )
