@@ -173,10 +173,35 @@ def scores(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     return {name: float(metric(labels, probabilities)) for name, metric in METRICS.items()}
 
 
+# The bootstrap scores 4 x resamples x splits resampled hold-outs: sklearn's checks cost 1.5 ms an AP and
+# 3 ms an F2 call here (525 rows), 5 minutes for 1,000 resamples of 10 splits; counting with numpy is the
+# same arithmetic (a test holds both to sklearn's figures, ties included) in a few microseconds
+def f2_counted(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    flagged = probabilities >= THRESHOLD
+    tp = int(np.sum(flagged & (labels == 1)))
+    fp, fn = int(np.sum(flagged)) - tp, int(np.sum(labels)) - tp
+    return 5 * tp / (5 * tp + 4 * fn + fp) if tp else 0.0
+
+
+def ap_counted(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """sklearn's average precision: precision at each distinct score, weighed by the recall it adds."""
+    order = np.argsort(-probabilities, kind="mergesort")
+    scores, hits = probabilities[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    tps = np.cumsum(hits)[last_of_tie]
+    if tps[-1] == 0:
+        return 0.0
+    precision, recall = tps / (last_of_tie + 1), tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+COUNTED = {"F2": f2_counted, "AP": ap_counted}
+
+
 def paired_interval(splits: list[dict[str, np.ndarray]], anchor: str, metric: str, resamples: int) -> tuple[float, float, float]:
     """The mean over splits of (project - anchor) in ``metric``, and a 95% interval from resampling each
     split's hold-out rows (the same resample for both sides)."""
-    score = METRICS[metric]
+    score = COUNTED[metric]
     rng = np.random.default_rng(0)
     observed = np.mean([score(s["label"], s["project"]) - score(s["label"], s[anchor]) for s in splits])
     means = np.empty(resamples)

@@ -21,6 +21,22 @@ def bench(script: str, *arguments: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
 
 
+def test_the_bootstraps_counted_f2_and_ap_are_sklearns() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import quality
+
+    rng = np.random.default_rng(0)
+    for rows in (5, 60, 525):
+        labels = (rng.random(rows) < 0.2).astype(np.int8)
+        probabilities = np.round(rng.random(rows), 1)  # many ties
+        assert quality.f2_counted(labels, probabilities) == pytest.approx(
+            fbeta_score(labels, probabilities >= 0.35, beta=2, zero_division=0), abs=1e-12)
+        if labels.any():
+            assert quality.ap_counted(labels, probabilities) == pytest.approx(
+                average_precision_score(labels, probabilities), abs=1e-12)
+    assert quality.f2_counted(np.zeros(4, np.int8), np.ones(4)) == 0.0
+
+
 @pytest.mark.slow
 def test_the_quality_benchmark_scores_what_it_keeps_and_judges_a_change_against_the_same_anchor(tmp_path: Path) -> None:
     work = ["--work", str(tmp_path), "--anchors", "optuna", "--trials", "2", "--resamples", "200"]
