@@ -141,7 +141,10 @@ def split_probabilities(split_seed: int, settings: argparse.Namespace, real: boo
                 if settings.changes:
                     workspace = Path(scratch) / "variant"
                     search_bench.prepare(workspace, split_seed, real, settings.changes)
+                raw = (workspace / "data" / "raw" / "training.parquet").read_bytes()
                 search_bench.dvc(workspace, "repro", "evaluate")
+                if (workspace / "data" / "raw" / "training.parquet").read_bytes() != raw:
+                    sys.exit(f"split.seed {split_seed}: `dvc repro evaluate` replaced the raw rows (extract ran)")
                 pl.read_parquet(workspace / "data" / "predictions" / "test.parquet").select(
                     "imdb_id", "label", "probability").write_parquet(path)
                 trained = json.loads((workspace / "metrics" / "train.json").read_text())
