@@ -9,11 +9,16 @@ variant is scored by the project's own 5 folds (stages.search.make_folds: strati
 with search.seed). Every variant fits all it learns (vocabularies, text encoders, models) on the
 fold's training part only. Its out-of-fold probabilities give a CV AP and F2 at 0.35 per split.
 
-The table is the mean over the splits, and each variant's mean difference from `xgboost` with a
+The hold-out rows of each split are scored too, by each variant fitted on all the training rows:
+reported beside the CV, never used to choose (the rule).
+
+Each table is the mean over the splits, and each variant's mean difference from `xgboost` with a
 95% t interval over the splits (the same folds on both sides: a paired comparison). Fixed model
 settings (below), the same for every variant of a family: this compares features and families,
-it does not tune them; a choice that wins here goes on to bench/quality.py, where the project's
-search re-tunes with it.
+it does not tune them. The `tuned` variants ask whether a gain holds against the project's own
+search: the search (stages.search, params.yaml's grid and search settings) runs on each fold's
+training part, and its best cell is refitted there, as train does; LightGBM and CatBoost beside it
+take the best cell's trees, depth, learning rate and positive weight.
 
 Per-split results are kept under --work, so a run that stops restarts where it stopped.
 """
@@ -38,8 +43,7 @@ THRESHOLD = 0.35
 LABEL = "label"
 TEXTS = ("overview", "tagline")
 # the issue's quick check, for every tree family: 200 trees of depth 5, positives weighed 5 to 1
-TREES, DEPTH, LEARNING_RATE, POSITIVE_WEIGHT = 200, 5, 0.1, 5.0
-TEXT_COMPONENTS = 32
+FIXED = {"n_estimators": 200, "max_depth": 5, "learning_rate": 0.1, "scale_pos_weight": 5.0}
 COMPANY_MIN_COUNT = 5
 
 
@@ -47,39 +51,53 @@ def text_of(raw: pl.DataFrame) -> list[str]:
     return raw.select(pl.concat_str([pl.col(t).fill_null("") for t in TEXTS], separator=" ")).to_series().to_list()
 
 
-def tfidf():
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    return TfidfVectorizer(sublinear_tf=True, min_df=2, stop_words="english", ngram_range=(1, 2), dtype=np.float64)
-
-
 class Split:
-    """One split's training rows: the base build, raw fields, labels, and the project's folds."""
+    """One split: its training rows then its hold-out rows (raw fields and 0/1 labels), the
+    project's folds over the training rows, and the project's settings."""
 
     def __init__(self, workspace: Path):
-        from stages import features, params
+        from stages import params, prep, rows
 
-        settings = params.load(workspace / "params.yaml")
+        self.settings = settings = params.load(workspace / "params.yaml")
         prepared = workspace / "data" / "prepared"
-        self.raw = pl.read_parquet(prepared / "train_raw.parquet")
-        self.prep = settings.prep
+        train_raw = pl.read_parquet(prepared / "train_raw.parquet")
+        # the hold-out rows as prep splits them, with the columns prep keeps for training rows
+        classified = rows.classify(pl.read_parquet(workspace / "data" / "raw" / "training.parquet"), settings.prep)
+        train, test = prep.split(prep.training_rows(classified), settings.split)
+        for name, ours in (("train_raw", train), ("test", test)):
+            theirs = pl.read_parquet(prepared / f"{name}.parquet")
+            if not ours.get_column("imdb_id").equals(theirs.get_column("imdb_id")):
+                sys.exit(f"bench: prep's {name}.parquet holds other rows than prep.split gives here")
+        self.raw = pl.concat([train_raw, test.select(train_raw.columns)])
         self.labels = self.raw.get_column(LABEL).to_numpy()  # prep's 0/1, 1 for would_watch
-        built = pl.read_parquet(prepared / "train.parquet")
-        if not built.get_column("imdb_id").equals(self.raw.get_column("imdb_id")):
-            sys.exit("bench: prep's train.parquet and train_raw.parquet hold different rows")
+        self.training = np.arange(train_raw.height)
+        self.hold_out = np.arange(train_raw.height, self.raw.height)
         # stages.search.make_folds' folds: the same splitter, seed and labels
-        self.folds = list(StratifiedKFold(n_splits=settings.search.cv_folds, shuffle=True,
-                                          random_state=settings.search.seed).split(np.zeros(len(self.labels)), self.labels))
+        self.folds = list(StratifiedKFold(n_splits=settings.search.cv_folds, shuffle=True, random_state=settings.search.seed)
+                          .split(np.zeros(len(self.training)), self.labels[self.training]))
+        self._searched: dict[bytes, dict] = {}
 
-    def build(self, rows: np.ndarray, fitted_on: np.ndarray, companies: bool) -> pl.DataFrame:
+    def build(self, rows: np.ndarray, fitted_on: np.ndarray, companies: bool = False, text: bool = False) -> pl.DataFrame:
         """The feature build fitted on ``fitted_on`` rows, applied to ``rows``: prep's, with companies
-        one-hot (values held by at least COMPANY_MIN_COUNT rows) where asked."""
+        one-hot (values held by at least COMPANY_MIN_COUNT rows) or the pipeline's text branch
+        (prep.text_columns: overview and tagline) where asked."""
         from stages import features
 
-        lists = [*self.prep.list_columns, *(["production_companies"] if companies else [])]
-        settings = self.prep.model_copy(update={"list_columns": lists})
+        lists = [*self.settings.prep.list_columns, *(["production_companies"] if companies else [])]
+        settings = self.settings.prep.model_copy(update={"list_columns": lists, "text_columns": list(TEXTS) if text else []})
         spec = features.fit(self.raw[fitted_on], settings)
         return features.build(self.raw[rows], spec)
+
+    def best_cell(self, fit: np.ndarray, built_fit: pl.DataFrame) -> dict:
+        """The project's search on the ``fit`` rows alone (its own inner folds), as train runs it:
+        the best cell of params.yaml's grid. Kept, as both tuned variants ask for it."""
+        from stages import search
+
+        key = fit.tobytes()
+        if key not in self._searched:
+            folds = search.make_folds(built_fit, self.labels[fit], self.settings.search.cv_folds, self.settings.search.seed)
+            self._searched[key] = search.search(folds, self.settings.grid, self.settings.search, "cpu").best
+        return self._searched[key]
 
 
 def derived(raw: pl.DataFrame, reference_year: int) -> pl.DataFrame:
@@ -104,24 +122,33 @@ def xgboost(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFram
 
     x_fit, types = features.model_values(built_fit)
     x_held, _ = features.model_values(built_held)
-    model = xgb.XGBClassifier(n_estimators=TREES, max_depth=DEPTH, learning_rate=LEARNING_RATE,
-                              scale_pos_weight=POSITIVE_WEIGHT, tree_method="hist", feature_types=types,
+    model = xgb.XGBClassifier(**FIXED, tree_method="hist", feature_types=types,
                               subsample=sampled, colsample_bytree=sampled, enable_categorical=True, n_jobs=2,
                               random_state=seed)
     model.fit(x_fit, labels)
     return model.predict_proba(x_held)[:, 1]
 
 
-def lightgbm(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFrame) -> np.ndarray:
+def tuned_xgboost(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFrame, cell: dict, seed: int) -> np.ndarray:
+    """The search's best cell refitted on the fit rows, as train refits it (on all the training rows:
+    the project's own model, so its hold-out figures are the project's in bench/quality.py)."""
+    from stages import search
+
+    return search.fit(search.matrix(built_fit, labels), cell, seed, "cpu").predict(search.matrix(built_held))
+
+
+def lightgbm(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFrame, shared: dict = FIXED) -> np.ndarray:
     from lightgbm import LGBMClassifier
 
-    model = LGBMClassifier(n_estimators=TREES, max_depth=DEPTH, num_leaves=2 ** DEPTH, learning_rate=LEARNING_RATE,
-                           scale_pos_weight=POSITIVE_WEIGHT, n_jobs=2, random_state=0, verbose=-1)
+    model = LGBMClassifier(n_estimators=int(shared["n_estimators"]), max_depth=int(shared["max_depth"]),
+                           num_leaves=2 ** int(shared["max_depth"]), learning_rate=shared["learning_rate"],
+                           scale_pos_weight=shared["scale_pos_weight"], n_jobs=2, random_state=0, verbose=-1)
     model.fit(built_fit.to_pandas(), labels)  # Enum columns arrive as pandas categories: LightGBM's own
     return model.predict_proba(built_held.to_pandas())[:, 1]
 
 
-def catboost(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFrame, texts: tuple = ()) -> np.ndarray:
+def catboost(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFrame, texts: tuple = (),
+             shared: dict = FIXED) -> np.ndarray:
     from catboost import CatBoostClassifier, Pool
 
     categorical = [c for c, dtype in built_fit.schema.items() if isinstance(dtype, pl.Enum)]
@@ -131,8 +158,10 @@ def catboost(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFra
                                    pl.col(list(texts)).fill_null(""))
         return Pool(frame.to_pandas(), y, cat_features=categorical, text_features=list(texts) or None)
 
-    model = CatBoostClassifier(iterations=TREES, depth=DEPTH, learning_rate=LEARNING_RATE,
-                               scale_pos_weight=POSITIVE_WEIGHT, thread_count=2, random_seed=0, verbose=0)
+    model = CatBoostClassifier(iterations=int(shared["n_estimators"]), depth=int(shared["max_depth"]),
+                               learning_rate=shared["learning_rate"], scale_pos_weight=shared["scale_pos_weight"],
+                               thread_count=2, random_seed=0, verbose=0,
+                               allow_writing_files=False)  # no catboost_info/ in the working tree
     model.fit(pool(built_fit, labels))
     return model.predict_proba(pool(built_held))[:, 1]
 
@@ -150,7 +179,7 @@ def logistic(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFra
         make_column_transformer(
             (make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), numeric),
             (OneHotEncoder(handle_unknown="ignore"), categorical)),
-        LogisticRegression(C=0.1, class_weight={0: 1.0, 1: POSITIVE_WEIGHT}, max_iter=5000))
+        LogisticRegression(C=0.1, class_weight={0: 1.0, 1: FIXED["scale_pos_weight"]}, max_iter=5000))
 
     def frame(built: pl.DataFrame):
         return built.with_columns(pl.col(categorical).cast(pl.String).fill_null("(missing)")).to_pandas()
@@ -159,24 +188,16 @@ def logistic(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFra
     return model.predict_proba(frame(built_held))[:, 1]
 
 
-def text_svd(fit_texts: list[str], held_texts: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.pipeline import make_pipeline
-
-    encoder = make_pipeline(tfidf(), TruncatedSVD(TEXT_COMPONENTS, random_state=0))
-    names = [f"text_svd_{i}" for i in range(TEXT_COMPONENTS)]
-    return (pl.DataFrame(encoder.fit_transform(fit_texts), schema=names),
-            pl.DataFrame(encoder.transform(held_texts), schema=names))
-
-
 def text_score(fit_texts: list[str], labels: np.ndarray, held_texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """A text-only logistic regression on TF-IDF, stacked: out-of-fold scores for the rows it learns
-    from (inner 5 folds), the model fitted on all of them for the other rows."""
+    """A text-only logistic regression on the text branch's TF-IDF (stages.features.tfidf), stacked:
+    out-of-fold scores for the rows it learns from (inner 5 folds), the model fitted on all of them
+    for the other rows."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
+    from stages import features
 
     def model():
-        return make_pipeline(tfidf(), LogisticRegression(C=4.0, class_weight="balanced", max_iter=5000))
+        return make_pipeline(features.tfidf(), LogisticRegression(C=4.0, class_weight="balanced", max_iter=5000))
 
     texts = np.array(fit_texts, dtype=object)
     inner = np.zeros(len(labels))
@@ -194,7 +215,7 @@ def fold_mean(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFr
 def variant_probabilities(split: Split, variant: str, fit: np.ndarray, held: np.ndarray) -> np.ndarray:
     """One variant's probabilities for the ``held`` rows, everything learnt from the ``fit`` rows."""
     labels = split.labels[fit]
-    base_fit, base_held = split.build(fit, fit, False), split.build(held, fit, False)
+    base_fit, base_held = split.build(fit, fit), split.build(held, fit)
     if variant == "xgboost":
         return xgboost(base_fit, labels, base_held)
     if variant == "xgboost + derived":
@@ -202,13 +223,11 @@ def variant_probabilities(split: Split, variant: str, fit: np.ndarray, held: np.
         return xgboost(pl.concat([base_fit, derived(split.raw[fit], year)], how="horizontal"), labels,
                        pl.concat([base_held, derived(split.raw[held], year)], how="horizontal"))
     if variant == "xgboost + companies":
-        return xgboost(split.build(fit, fit, True), labels, split.build(held, fit, True))
+        return xgboost(split.build(fit, fit, companies=True), labels, split.build(held, fit, companies=True))
     texts = text_of(split.raw)
     fit_texts, held_texts = [texts[i] for i in fit], [texts[i] for i in held]
     if variant == "xgboost + text svd":
-        svd_fit, svd_held = text_svd(fit_texts, held_texts)
-        return xgboost(pl.concat([base_fit, svd_fit], how="horizontal"), labels,
-                       pl.concat([base_held, svd_held], how="horizontal"))
+        return xgboost(split.build(fit, fit, text=True), labels, split.build(held, fit, text=True))
     if variant == "xgboost + stacked text":
         inner, outer = text_score(fit_texts, labels, held_texts)
         return xgboost(base_fit.with_columns(text_score=inner), labels, base_held.with_columns(text_score=outer))
@@ -232,6 +251,13 @@ def variant_probabilities(split: Split, variant: str, fit: np.ndarray, held: np.
     if variant == "mean of xgboost, lightgbm, catboost":
         return np.mean([xgboost(base_fit, labels, base_held), lightgbm(base_fit, labels, base_held),
                         catboost(base_fit, labels, base_held)], axis=0)
+    if variant in ("xgboost, tuned", "mean of tuned xgboost, lightgbm, catboost"):
+        cell = split.best_cell(fit, base_fit)
+        tuned = tuned_xgboost(base_fit, labels, base_held, cell, split.settings.search.seed)
+        if variant == "xgboost, tuned":
+            return tuned
+        return np.mean([tuned, lightgbm(base_fit, labels, base_held, cell),
+                        catboost(base_fit, labels, base_held, shared=cell)], axis=0)
     raise ValueError(variant)
 
 
@@ -239,15 +265,25 @@ VARIANTS = (
     "xgboost", "xgboost + companies", "xgboost + derived", "xgboost + text svd", "xgboost + stacked text", "text alone (logistic, TF-IDF)",
     "lightgbm", "catboost", "catboost + text", "logistic regression", "xgboost, mean of 5 fold models",
     "xgboost bagged over 5 seeds", "mean of xgboost, lightgbm, catboost",
+    "xgboost, tuned", "mean of tuned xgboost, lightgbm, catboost",
 )
+# the difference column is against xgboost at the fixed settings, except where a tuned variant has a tuned baseline
+BASELINES = {"mean of tuned xgboost, lightgbm, catboost": "xgboost, tuned"}
 
 
-def cv_scores(split: Split, variant: str) -> dict[str, float]:
-    oof = np.zeros(len(split.labels))
+def scores(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    return {"AP": float(average_precision_score(labels, probabilities)),
+            "F2": float(fbeta_score(labels, probabilities >= THRESHOLD, beta=2, zero_division=0))}
+
+
+def variant_scores(split: Split, variant: str) -> dict[str, dict[str, float]]:
+    """CV on the training rows (the project's folds), and the hold-out rows scored by the variant
+    fitted on every training row."""
+    oof = np.zeros(len(split.training))
     for fit, held in split.folds:
         oof[held] = variant_probabilities(split, variant, fit, held)
-    return {"AP": float(average_precision_score(split.labels, oof)),
-            "F2": float(fbeta_score(split.labels, oof >= THRESHOLD, beta=2, zero_division=0))}
+    hold_out = variant_probabilities(split, variant, split.training, split.hold_out)
+    return {"CV": scores(split.labels[split.training], oof), "hold-out": scores(split.labels[split.hold_out], hold_out)}
 
 
 def split_results(split_seed: int, variants: list[str], work: Path, real: bool) -> dict[str, dict[str, float]]:
@@ -266,7 +302,7 @@ def split_results(split_seed: int, variants: list[str], work: Path, real: bool) 
             split = Split(workspace)
             for variant in missing:
                 print(f"  split.seed {split_seed}: {variant}", flush=True)
-                results["variants"][variant] = cv_scores(split, variant)
+                results["variants"][variant] = variant_scores(split, variant)
                 kept.write_text(json.dumps(results, indent=1))
     return {v: results["variants"][v] for v in variants}
 
@@ -281,29 +317,35 @@ def main() -> None:
     real = search_bench.REAL_EXPORT.exists() and not settings.sample
     work = settings.work / ("real" if real else "sample")
     work.mkdir(parents=True, exist_ok=True)
-    variants = list(dict.fromkeys(["xgboost", *settings.variants]))
+    variants = list(dict.fromkeys(["xgboost", *(BASELINES.get(v, v) for v in settings.variants), *settings.variants]))
 
     per_split = [split_results(seed, variants, work, real) for seed in settings.split_seeds]
-    print(f"\n5-fold CV on each split's training rows, {'the real export' if real else 'the sample'}, "
-          f"split seeds {' '.join(map(str, settings.split_seeds))}: mean, and the mean difference from "
-          "xgboost [95% t interval over the splits]")
-    print(f"  {'variant':<38} {'CV AP':>7} {'diff [95%]':>26} {'CV F2':>7} {'diff [95%]':>26}")
+    where = f"{'the real export' if real else 'the sample'}, split seeds {' '.join(map(str, settings.split_seeds))}"
+    print(f"\n5-fold CV on each split's training rows (what a choice is made by), {where}:")
+    table(per_split, variants, "CV")
+    print(f"\nThe hold-out rows, each variant fitted on all the training rows (reported, never used to choose), {where}:")
+    table(per_split, variants, "hold-out")
+
+
+def table(per_split: list[dict], variants: list[str], part: str) -> None:
+    """The mean over the splits, and the mean difference from the variant's baseline with a 95% t
+    interval over the splits."""
+    print(f"  {'variant':<42} {'AP':>7} {'diff [95%]':>26} {'F2':>7} {'diff [95%]':>26}  against")
     for variant in variants:
+        baseline = BASELINES.get(variant, "xgboost")
         cells = []
         for metric in ("AP", "F2"):
-            values = np.array([s[variant][metric] for s in per_split])
-            differences = values - np.array([s["xgboost"][metric] for s in per_split])
-            if variant == "xgboost":
-                interval = ""
-            elif len(per_split) < 2:  # no interval from one split
-                interval = f"{differences.mean():+.4f}"
-            else:
-                low, high = stats.t.interval(0.95, len(differences) - 1, loc=differences.mean(),
-                                             scale=stats.sem(differences)) if differences.std() > 0 else (0.0, 0.0)
-                interval = f"{differences.mean():+.4f} [{low:+.4f}, {high:+.4f}]"
+            values = np.array([s[variant][part][metric] for s in per_split])
+            interval = ""
+            if variant != "xgboost" and baseline in per_split[0]:
+                differences = values - np.array([s[baseline][part][metric] for s in per_split])
+                if len(per_split) < 2 or differences.std() == 0:  # no interval from one split
+                    interval = f"{differences.mean():+.4f}"
+                else:
+                    low, high = stats.t.interval(0.95, len(differences) - 1, loc=differences.mean(), scale=stats.sem(differences))
+                    interval = f"{differences.mean():+.4f} [{low:+.4f}, {high:+.4f}]"
             cells.append(f"{values.mean():7.4f} {interval:>26}")
-        print(f"  {variant:<38} {cells[0]} {cells[1]}")
-
+        print(f"  {variant:<42} {cells[0]} {cells[1]}  {baseline if variant != 'xgboost' else ''}")
 
 if __name__ == "__main__":
     main()

@@ -29,7 +29,8 @@ by it (issue 18's rule), never by the hold-out figures.
 
 Per-split work is kept under --work (default bench/out/quality), so a run that stops restarts
 where it stopped: the anchors' probabilities are reused while the prepared rows and the grid are
-the same; the project's while the commit, the working tree's changes, params.yaml and --set are.
+the same; the project's while stages/, dvc.yaml, params.yaml, pyproject.toml, bench/search.py and
+--set are.
 """
 
 import argparse
@@ -55,6 +56,9 @@ ANCHORS = ("optuna", "autogluon")
 NOT_FEATURES = ("imdb_id", "tmdb_id", "created_at", "updated_at")
 
 
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "pyproject.toml", "bench/search.py")
+
+
 def digest(*parts: bytes) -> str:
     hashed = hashlib.sha256()
     for part in parts:
@@ -63,11 +67,11 @@ def digest(*parts: bytes) -> str:
 
 
 def project_key(changes: dict) -> str:
-    """The project's code and params as they are: the commit, its uncommitted changes, params.yaml, --set."""
-    def git(*arguments: str) -> bytes:
-        return subprocess.run(["git", *arguments], cwd=ROOT, capture_output=True, check=True).stdout
-
-    return digest(git("rev-parse", "HEAD"), git("diff", "HEAD"), (ROOT / "params.yaml").read_bytes(),
+    """What the project's run reads, as it is on disk (committed or not): the stages, the pipeline,
+    params.yaml, the dependencies, the scratch copy's preparation, and --set. Not the commit: a
+    commit that changes none of them (the docs, another bench) keeps the kept answers."""
+    files = [*sorted((ROOT / "stages").glob("*.py")), *(ROOT / name for name in PROJECT_FILES)]
+    return digest(*(part for file in files for part in (str(file.relative_to(ROOT)).encode(), file.read_bytes())),
                   json.dumps(changes, sort_keys=True).encode())
 
 
@@ -95,7 +99,7 @@ def as_table(rows):
     return rows.drop({NOT_FEATURES!r}, strict=False).to_pandas()
 
 train = pl.read_parquet("data/prepared/train_raw.parquet")
-held = pl.read_parquet("data/predictions/test.parquet").select("imdb_id", "label")
+held = pl.read_parquet("data/prepared/test.parquet").select("imdb_id", "label")  # prep's hold-out rows
 raw = pl.read_parquet("data/raw/training.parquet").drop("label")
 test = held.join(raw, on="imdb_id", how="left").select(train.columns)
 with tempfile.TemporaryDirectory(prefix="autogluon-") as scratch:

@@ -64,7 +64,12 @@ DVC = str(Path(sys.executable).with_name("dvc")) if Path(sys.executable).with_na
 
 
 def dvc(workspace: Path, *arguments: str) -> None:
-    subprocess.run([DVC, *arguments], cwd=workspace, check=True, capture_output=True)
+    # the stages' `python` is this one, as in an activated environment, even when it was not activated
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    result = subprocess.run([DVC, *arguments], cwd=workspace, env={**os.environ, "PATH": path},
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:  # dvc's own words (a stage's traceback, a missing `python` on PATH)
+        sys.exit(f"bench: `dvc {' '.join(arguments)}` failed in {workspace}:\n{result.stdout[-2000:]}{result.stderr[-3000:]}")
 
 
 def prepare(workspace: Path, split_seed: int, real: bool, changes: dict | None = None) -> str:

@@ -37,10 +37,21 @@ def test_the_bootstraps_counted_f2_and_ap_are_sklearns() -> None:
     assert quality.f2_counted(np.zeros(4, np.int8), np.ones(4)) == 0.0
 
 
+QUALITY = ["--anchors", "optuna", "--trials", "2", "--resamples", "200"]
+
+
+@pytest.fixture(scope="module")
+def quality_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One quality run on the sample's split 100, its --work folder and what it printed."""
+    work = tmp_path_factory.mktemp("quality")
+    return work, bench("quality.py", "--work", str(work), *QUALITY)
+
+
 @pytest.mark.slow
-def test_the_quality_benchmark_scores_what_it_keeps_and_judges_a_change_against_the_same_anchor(tmp_path: Path) -> None:
-    work = ["--work", str(tmp_path), "--anchors", "optuna", "--trials", "2", "--resamples", "200"]
-    first = bench("quality.py", *work)
+def test_the_quality_benchmark_scores_what_it_keeps_and_judges_a_change_against_the_same_anchor(
+        quality_run: tuple[Path, subprocess.CompletedProcess]) -> None:
+    tmp_path, first = quality_run
+    work = ["--work", str(tmp_path), *QUALITY]
     kept = tmp_path / "sample" / "split100"
     assert "split.seed 100: running optuna" in first.stdout, first.stderr[-2000:]
     rows = {name: [float(v) for v in values] for name, *values in ROW.findall(first.stdout.split("\nmean over")[0])}
@@ -67,21 +78,34 @@ def test_the_quality_benchmark_scores_what_it_keeps_and_judges_a_change_against_
 
 
 @pytest.mark.slow
-def test_the_choices_benchmark_compares_variants_on_the_same_folds_and_restarts_from_what_it_kept(tmp_path: Path) -> None:
-    arguments = ["--work", str(tmp_path), "--variants", "xgboost + companies", "logistic regression"]
+def test_the_choices_benchmark_compares_variants_on_the_same_folds_and_restarts_from_what_it_kept(
+        tmp_path: Path, quality_run: tuple[Path, subprocess.CompletedProcess]) -> None:
+    arguments = ["--work", str(tmp_path), "--variants", "xgboost + companies", "xgboost, tuned"]
     first = bench("choices.py", *arguments)
     assert first.returncode == 0, first.stderr[-2000:]
-    lines = re.findall(r"^  (xgboost|xgboost \+ companies|logistic regression) +(0\.\d{4}) +(\S*) +(0\.\d{4}) *(\S*)$",
-                       first.stdout, flags=re.MULTILINE)
-    assert [line[0] for line in lines] == ["xgboost", "xgboost + companies", "logistic regression"], first.stdout
     kept = json.loads((tmp_path / "sample" / "split100.json").read_text())["variants"]
-    for variant, ap, ap_difference, f2, f2_difference in lines:  # the kept CV figures, and (one split) no interval
-        assert (float(ap), float(f2)) == (round(kept[variant]["AP"], 4), round(kept[variant]["F2"], 4))
-        if variant == "xgboost":
-            assert ap_difference == "" and f2_difference == ""
-        else:
-            assert float(ap_difference) == pytest.approx(kept[variant]["AP"] - kept["xgboost"]["AP"], abs=6e-5)
-            assert float(f2_difference) == pytest.approx(kept[variant]["F2"] - kept["xgboost"]["F2"], abs=6e-5)
+    cv, hold_out = first.stdout.split("\nThe hold-out rows")
+    for part, printed in (("CV", cv), ("hold-out", hold_out)):
+        lines = re.findall(r"^  (xgboost|xgboost \+ companies|xgboost, tuned) +(0\.\d{4}) +(\S*) +(0\.\d{4}) *(\S*) *(\S*)$",
+                           printed, flags=re.MULTILINE)
+        assert [line[0] for line in lines] == ["xgboost", "xgboost + companies", "xgboost, tuned"], first.stdout
+        for variant, ap, ap_difference, f2, f2_difference, against in lines:  # the kept figures; one split: no interval
+            scores = kept[variant][part]
+            assert (float(ap), float(f2)) == (round(scores["AP"], 4), round(scores["F2"], 4))
+            if variant == "xgboost":
+                assert ap_difference == f2_difference == against == ""
+            else:
+                assert against == "xgboost"
+                assert float(ap_difference) == pytest.approx(scores["AP"] - kept["xgboost"][part]["AP"], abs=6e-5)
+                assert float(f2_difference) == pytest.approx(scores["F2"] - kept["xgboost"][part]["F2"], abs=6e-5)
+
+    # the tuned variant, fitted on every training row, is the project's own model: on the hold-out
+    # rows it scores what the project's `dvc repro evaluate` scored in the quality run
+    project = pl.read_parquet(quality_run[0] / "sample" / "split100" / "project.parquet")
+    labels, probabilities = project["label"].to_numpy(), project["probability"].to_numpy()
+    assert kept["xgboost, tuned"]["hold-out"]["AP"] == pytest.approx(average_precision_score(labels, probabilities), abs=1e-9)
+    assert kept["xgboost, tuned"]["hold-out"]["F2"] == pytest.approx(fbeta_score(labels, probabilities >= 0.35, beta=2), abs=1e-9)
+
     second = bench("choices.py", *arguments)
     assert second.returncode == 0 and "split.seed 100:" not in second.stdout  # nothing computed again
-    assert second.stdout.strip().splitlines()[-4:] == first.stdout.strip().splitlines()[-4:]
+    assert second.stdout.strip().splitlines()[-10:] == first.stdout.strip().splitlines()[-10:]
