@@ -7,10 +7,9 @@ import logging
 import mlflow
 import numpy as np
 import polars as pl
-import xgboost as xgb
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from stages import metrics, params, paths, registry, tracking
+from stages import ensemble, metrics, params, paths, registry, scoring, tracking
 from stages.errors import run_stage
 from stages.outputs import write_json, write_parquet, write_text
 
@@ -90,10 +89,9 @@ def review(training: pl.DataFrame, hold_out: pl.DataFrame, threshold: float, bel
 def main() -> None:
     settings = params.load().evaluate
     test = pl.read_parquet(paths.PREPARED_TEST)
-    booster = xgb.Booster(model_file=paths.MODEL)
-    columns = booster.feature_names  # the columns the model was trained on, in its order
-
-    probabilities = booster.predict(xgb.DMatrix(test.select(columns).to_pandas(), enable_categorical=True))
+    booster = scoring.load_booster(paths.MODEL)
+    # the booster's probabilities, averaged with the ensemble's members where train.ensemble lists any
+    probabilities = scoring.model_probabilities(booster, ensemble.load(paths.ENSEMBLE), test)
     labels = test.get_column("label").to_numpy()
     scores = metrics.evaluation(labels, probabilities, settings.threshold)
     scored = predictions(test, probabilities, settings.threshold)
@@ -110,7 +108,7 @@ def main() -> None:
              scores["recall"], scores["precision"], scores["f2"], scores["average_precision"], scores["n_test"])
 
     with tracking.run("evaluate") as active:
-        model_sha256 = tracking.sha256(paths.MODEL)
+        model_sha256 = tracking.model_sha256(paths.MODEL, paths.ENSEMBLE)
         mlflow.log_params({f"evaluate.{k}": v for k, v in settings.model_dump().items()})
         mlflow.set_tag("model_sha256", model_sha256)
         mlflow.log_metrics({f"test_{k}": v for k, v in scores.items() if v is not None})

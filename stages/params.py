@@ -21,6 +21,7 @@ MediaType = Literal["movie", "tv_show", "tv_season", "tv_episode_pack"]
 ListColumn = Literal["origin_country", "production_countries", "spoken_languages", "genre", "production_companies"]
 CategoricalColumn = Literal["production_status", "original_language"]
 TextColumn = Literal["overview", "tagline"]
+EnsembleFamily = Literal["lightgbm", "catboost"]
 ZeroUnknownColumn = Literal["budget", "revenue", "runtime"]
 
 
@@ -120,6 +121,9 @@ class SearchParams(_Section):
 
 class TrainParams(_Section):
     device: Literal["cpu", "cuda"]
+    ensemble: list[EnsembleFamily]
+
+    _no_repeats = field_validator("ensemble")(_unique)
 
 
 class EvaluateParams(_Section):

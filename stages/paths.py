@@ -21,6 +21,7 @@ ANALYSIS_REPORT = Path("reports/analysis")  # report.md and plots/*.png
 SELECTION = Path("models/selection.json")
 
 MODEL = Path("models/model.json")
+ENSEMBLE = Path("models/ensemble.json")  # the models averaged with it (train.ensemble); an empty list when none
 TRAIN_METRICS = Path("metrics/train.json")
 CV_RESULTS = Path("data/search/cv_results.parquet")
 OUT_OF_FOLD = Path("data/predictions/train_oof.parquet")

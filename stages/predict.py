@@ -48,7 +48,7 @@ def _file_rows(path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:
 
 def predict(source: Path | None, from_db: bool, table_name: str | None, every: bool, out: Path) -> None:
     settings = params.load()
-    scorer = scoring.Scorer.load(paths.FEATURES, paths.NORMALIZATION, paths.MODEL)
+    scorer = scoring.Scorer.load(paths.FEATURES, paths.NORMALIZATION, paths.MODEL, paths.ENSEMBLE)
     batch_rows = settings.publish.batch_rows
     if from_db:
         batches = _table_rows(table_name or settings.extract.table, scorer, settings, every)

@@ -21,11 +21,12 @@ def gate(candidate: registry.Version, current: registry.Version | None, settings
                                settings.recall_drop_tolerance, f"champion version {current.version}" if current else "")
 
 
-def promote(version: str | None, forced_because: str | None, model: Path = paths.MODEL) -> str:
+def promote(version: str | None, forced_because: str | None, model: Path = paths.MODEL,
+            ensemble: Path = paths.ENSEMBLE) -> str:
     """Promote ``version`` (default: the newest version of the workspace's model); returns the line to print."""
     settings = params.load().review
     client, where = registry.connect()
-    candidate = registry.get(client, version) if version else registry.of_model_file(client, model)
+    candidate = registry.get(client, version) if version else registry.of_model_file(client, model, ensemble)
     current = registry.champion(client)
     name = f"{registry.REGISTERED_MODEL} version {candidate.version}"
     if current and current.version == candidate.version:

@@ -1,13 +1,12 @@
 """`reel-driver publish`: a prediction for every training row, into the owner's
 atp.prediction (read by the review screens through atp.movies), replaced in one transaction."""
 
-import hashlib
 import logging
 
 import polars as pl
 from psycopg import sql
 
-from stages import database, metrics, params, paths
+from stages import database, metrics, params, paths, tracking
 
 log = logging.getLogger("reel_driver.publish")
 
@@ -60,7 +59,7 @@ def publish(table_name: str | None) -> None:
     settings = params.load()
     rows = labeled(
         pl.read_parquet(paths.OUT_OF_FOLD), pl.read_parquet(paths.PREDICTIONS), settings.evaluate.threshold
-    ).with_columns(model_sha256=pl.lit(hashlib.sha256(paths.MODEL.read_bytes()).hexdigest()))
+    ).with_columns(model_sha256=pl.lit(tracking.model_sha256(paths.MODEL, paths.ENSEMBLE)))
     table = database.identifier(table_name or settings.publish.table)
     with database.connect() as conn:
         written = database.replace_rows(conn, table, predictions_table(table), rows.iter_slices(settings.publish.batch_rows))

@@ -47,7 +47,8 @@ class ServedModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         artifacts = context.artifacts
-        self.scorer = scoring.Scorer.load(artifacts["features"], artifacts["normalization"], artifacts["model"])
+        self.scorer = scoring.Scorer.load(artifacts["features"], artifacts["normalization"], artifacts["model"],
+                                          artifacts.get("ensemble"))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         raw = pl.from_pandas(model_input)
@@ -100,12 +101,13 @@ def _not_the_pickle_hint(record: logging.LogRecord) -> bool:
     return "CloudPickle" not in record.getMessage()
 
 
-def log_served_model(paths_: dict[str, Path], spec: features.FeatureSpec, training_rows: int) -> str:
-    """Log the pyfunc (feature build + booster) with the active run as "serving" and register
-    it as a new version of `reel-driver`; returns the version."""
+def log_served_model(paths_: dict[str, Path], spec: features.FeatureSpec, training_rows: int,
+                     families: list[str]) -> str:
+    """Log the pyfunc (feature build + booster, and the ensemble's ``families``) with the active run
+    as "serving" and register it as a new version of `reel-driver`; returns the version."""
     logging.getLogger("mlflow.pyfunc").addFilter(_not_the_pickle_hint)  # added once, however often called
     info = mlflow.pyfunc.log_model(
-        pip_requirements=tracking.requirements(),
+        pip_requirements=tracking.requirements(families),
         name="serving",
         python_model=ServedModel(),
         artifacts={name: str(path) for name, path in paths_.items()},
@@ -116,7 +118,8 @@ def log_served_model(paths_: dict[str, Path], spec: features.FeatureSpec, traini
     )
     version = str(info.registered_model_version)
     client = MlflowClient()
-    for key, value in {MODEL_SHA256: tracking.sha256(paths_["model"]), TRAINING_ROWS: str(training_rows)}.items():
+    identity = tracking.model_sha256(paths_["model"], paths_.get("ensemble"))
+    for key, value in {MODEL_SHA256: identity, TRAINING_ROWS: str(training_rows)}.items():
         client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
     return version
 
@@ -211,11 +214,11 @@ def champion(client: MlflowClient) -> Version | None:
         raise
 
 
-def of_model_file(client: MlflowClient, model: Path) -> Version:
-    """The newest version of the workspace's model file (models/model.json)."""
+def of_model_file(client: MlflowClient, model: Path, ensemble: Path | None) -> Version:
+    """The newest version of the workspace's model (models/model.json and models/ensemble.json)."""
     if not model.exists():
         raise PipelineError(f"{model} does not exist: run dvc repro first, or name a version")
-    sha = tracking.sha256(model)
+    sha = tracking.model_sha256(model, ensemble)
     versions = _versions(client, sha)
     if not versions:
         raise PipelineError(f"no version of {REGISTERED_MODEL} holds {model} (sha256 {sha[:12]}): its train run "
@@ -237,10 +240,10 @@ def load_scorer(version: Version) -> scoring.Scorer:
                                                          dst_path=directory))
         artifacts = Model.load(local / "MLmodel").flavors["python_function"]["artifacts"]
         files = {name: local / entry["path"] for name, entry in artifacts.items()}
-        if version.model_sha256 and tracking.sha256(files["model"]) != version.model_sha256:
-            raise PipelineError(f"{REGISTERED_MODEL} version {version.version}: its model file does not match "
+        if version.model_sha256 and tracking.model_sha256(files["model"], files.get("ensemble")) != version.model_sha256:
+            raise PipelineError(f"{REGISTERED_MODEL} version {version.version}: its model files do not match "
                                 f"the sha256 train recorded ({version.model_sha256[:12]})")
-        return scoring.Scorer.load(files["features"], files["normalization"], files["model"])
+        return scoring.Scorer.load(files["features"], files["normalization"], files["model"], files.get("ensemble"))
 
 
 def _reason(error: Exception) -> str:

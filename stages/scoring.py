@@ -2,7 +2,8 @@
 
 `reel-driver predict`, `reel-driver serve` and the MLflow model every train run
 registers all go through ``Scorer``: the vocabulary and normalization of
-models/features.json and models/normalization.json, then the booster. One path
+models/features.json and models/normalization.json, then the booster (and the
+members of models/ensemble.json, averaged with it). One path
 from raw row to probability is what keeps serving equal to training. (No MLflow
 here: predict does not pay for importing it.)
 """
@@ -14,7 +15,7 @@ import numpy as np
 import polars as pl
 import xgboost as xgb
 
-from stages import features, metrics, schema
+from stages import ensemble, features, metrics, schema
 from stages.errors import PipelineError
 
 ID = "imdb_id"
@@ -25,19 +26,36 @@ def required_columns(spec: features.FeatureSpec) -> list[str]:
     return [ID, *features.CONTINUOUS, *spec.lists, *spec.categoricals, *(spec.text.sources if spec.text else [])]
 
 
+def model_probabilities(booster: xgb.Booster, members: list[ensemble.Member], built: pl.DataFrame) -> np.ndarray:
+    """The model's probabilities for built feature rows (any column order): the booster's, averaged
+    with the ensemble's members where there are any. Evaluate scores its prepared rows with this too."""
+    built = built.select(booster.feature_names)
+    values, types = features.model_values(built)
+    from_booster = booster.predict(xgb.DMatrix(values, feature_names=built.columns, feature_types=types,
+                                               enable_categorical=True, nthread=1))
+    return ensemble.probabilities(from_booster, members, built)
+
+
+def load_booster(model_path: Path) -> xgb.Booster:
+    booster = xgb.Booster(model_file=str(model_path))
+    # one thread: scoring comes in small batches, several at once in a server, and XGBoost's
+    # OpenMP threads wait busily on a shared machine: a 50-row DMatrix took 25 ms with a
+    # thread per core while other work ran, 1.2 ms with one (4,000 rows: 96 -> 88 ms)
+    booster.set_param({"nthread": 1})
+    return booster
+
+
 @dataclass(frozen=True)
 class Scorer:
     spec: features.FeatureSpec
     booster: xgb.Booster
+    members: list[ensemble.Member]
 
     @classmethod
-    def load(cls, features_path: Path, normalization_path: Path, model_path: Path) -> "Scorer":
-        booster = xgb.Booster(model_file=str(model_path))
-        # one thread: scoring comes in small batches, several at once in a server, and XGBoost's
-        # OpenMP threads wait busily on a shared machine: a 50-row DMatrix took 25 ms with a
-        # thread per core while other work ran, 1.2 ms with one (4,000 rows: 96 -> 88 ms)
-        booster.set_param({"nthread": 1})
-        return cls(features.FeatureSpec.load(features_path, normalization_path), booster)
+    def load(cls, features_path: Path, normalization_path: Path, model_path: Path,
+             ensemble_path: Path | None) -> "Scorer":
+        return cls(features.FeatureSpec.load(features_path, normalization_path), load_booster(model_path),
+                   ensemble.load(ensemble_path))
 
     def inputs(self, raw: pl.DataFrame) -> pl.DataFrame:
         """The columns the build needs, in schema dtypes; extra columns are ignored."""
@@ -48,10 +66,7 @@ class Scorer:
         return schema.cast(raw, needed)
 
     def probabilities(self, raw: pl.DataFrame) -> np.ndarray:
-        built = features.build(self.inputs(raw), self.spec).select(self.booster.feature_names)
-        values, types = features.model_values(built)
-        return self.booster.predict(xgb.DMatrix(values, feature_names=built.columns, feature_types=types,
-                                                enable_categorical=True, nthread=1))
+        return model_probabilities(self.booster, self.members, features.build(self.inputs(raw), self.spec))
 
     def scored(self, raw: pl.DataFrame, threshold: float) -> pl.DataFrame:
         """imdb_id, probability and the 0/1 prediction at ``threshold``, one row per input row."""

@@ -89,17 +89,21 @@ def matrix(frame: pl.DataFrame, labels: np.ndarray | None = None) -> xgb.DMatrix
     return xgb.DMatrix(frame.to_pandas(), label=labels, enable_categorical=True)
 
 
-def make_folds(table: pl.DataFrame, labels: np.ndarray, n_folds: int, seed: int) -> list[Fold]:
-    """Stratified, shuffled folds; their matrices are built once for the whole search."""
-    values, types = features.model_values(table)
+def fold_rows(labels: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified, shuffled folds as (fit, held) row positions."""
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(labels)), labels))
+
+
+def make_folds(table: pl.DataFrame, labels: np.ndarray, n_folds: int, seed: int) -> list[Fold]:
+    """``fold_rows``' folds; their matrices are built once for the whole search."""
+    values, types = features.model_values(table)
 
     def part(rows: np.ndarray, labelled: bool) -> xgb.DMatrix:
         return xgb.DMatrix(values[rows], label=labels[rows] if labelled else None, feature_types=types,
                            enable_categorical=True, nthread=1)
 
-    return [Fold(part(fit, True), part(held, False), labels[held], held)
-            for fit, held in splitter.split(values, labels)]
+    return [Fold(part(fit, True), part(held, False), labels[held], held) for fit, held in fold_rows(labels, n_folds, seed)]
 
 
 def booster_params(config: dict, seed: int, device: str) -> dict:

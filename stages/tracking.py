@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -43,6 +44,15 @@ def repository_root() -> Path:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def model_sha256(model: Path, ensemble: Path | None) -> str:
+    """The served model's identity: the booster file's sha256, over the ensemble's members too
+    when it has any (a model without members keeps the identity it always had)."""
+    digest = hashlib.sha256(model.read_bytes())
+    if ensemble is not None and ensemble.exists() and json.loads(ensemble.read_bytes())["members"]:
+        digest.update(ensemble.read_bytes())
+    return digest.hexdigest()
 
 
 def raw_data_md5(lock: Path = Path("dvc.lock")) -> str:
@@ -117,10 +127,11 @@ def use_store() -> str:
     return _where(uri)
 
 
-def requirements() -> list[str]:
-    """The model's pip requirements, named rather than inferred: MLflow's inference loads the
-    model in a fresh process, which took minutes here."""
-    return [f"{name}=={version(name)}" for name in ("mlflow", "xgboost", "polars", "pandas", "numpy", "pydantic", "pyarrow")]
+def requirements(families: list[str] | tuple = ()) -> list[str]:
+    """The model's pip requirements (with the ensemble's ``families``), named rather than inferred:
+    MLflow's inference loads the model in a fresh process, which took minutes here."""
+    names = ("mlflow", "xgboost", "polars", "pandas", "numpy", "pydantic", "pyarrow", *families)
+    return [f"{name}=={version(name)}" for name in names]
 
 
 def open_in_background() -> Callable[[], None]:

@@ -1,5 +1,6 @@
 """train: search the params.yaml grid with stratified CV, refit the best cell on all
-training rows, write the model (XGBoost JSON), the search summary and every cell tried."""
+training rows, write the model (XGBoost JSON; the ensemble's members beside it where
+train.ensemble lists any), the search summary and every cell tried."""
 
 import json
 import logging
@@ -10,7 +11,7 @@ import numpy as np
 import polars as pl
 import xgboost as xgb
 
-from stages import features, metrics, params, paths, search, tracking
+from stages import ensemble, features, metrics, params, paths, search, tracking
 from stages.errors import run_stage
 from stages.outputs import write_bytes, write_json, write_parquet
 
@@ -35,6 +36,26 @@ def timed_search(features: pl.DataFrame, labels: np.ndarray, settings: params.Pa
 def refit(features: pl.DataFrame, labels: np.ndarray, outcome: search.Outcome, settings: params.Params) -> xgb.Booster:
     """The best cell fitted on every training row."""
     return search.fit(search.matrix(features, labels), outcome.best, settings.search.seed, settings.train.device)
+
+
+def with_members(training_features: pl.DataFrame, labels: np.ndarray, outcome: search.Outcome,
+                 settings: params.Params) -> tuple[list[ensemble.Member], np.ndarray]:
+    """The ensemble's members (train.ensemble) at the best cell, fitted on every training row, and the
+    ensemble's out-of-fold probabilities: each member fitted on the search's folds, as the booster was,
+    and averaged with the best cell's out-of-fold probabilities. Without members, the booster's own."""
+    oof = outcome.best_probabilities
+    if not settings.train.ensemble:
+        return [], oof
+    folds = search.fold_rows(labels, settings.search.cv_folds, settings.search.seed)
+    members, member_oofs = [], []
+    for family in settings.train.ensemble:
+        member_oof = np.zeros(len(labels))
+        for fit, held in folds:
+            member = ensemble.fit(family, training_features[fit], labels[fit], outcome.best, settings.search.seed)
+            member_oof[held] = member.probabilities(training_features[held])
+        member_oofs.append(member_oof)
+        members.append(ensemble.fit(family, training_features, labels, outcome.best, settings.search.seed))
+    return members, np.mean([oof, *member_oofs], axis=0)
 
 
 def summary(outcome: search.Outcome, settings: params.SearchParams) -> dict:
@@ -71,9 +92,10 @@ def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, c
             **{f"grid.{k}": v for k, v in settings.grid.items()},
             **{f"search.{k}": v for k, v in settings.search.model_dump().items()},
             "train.device": settings.train.device,
+            "train.ensemble": ",".join(settings.train.ensemble) or "none",
             **{f"best.{k}": v for k, v in summary_["best_params"].items()},
         })
-        mlflow.set_tags({"model_sha256": tracking.sha256(paths.MODEL),
+        mlflow.set_tags({"model_sha256": tracking.model_sha256(paths.MODEL, paths.ENSEMBLE),
                          "train_data_sha256": tracking.sha256(paths.PREPARED_TRAIN)})
         mlflow.log_metrics({"cv_best_score": summary_["best_cv_score"], "search_seconds": seconds,
                             "configurations": summary_["configurations"], "fits": summary_["fits"],
@@ -98,7 +120,8 @@ def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, c
         mlflow.xgboost.log_model(booster, name="model", model_format="json", input_example=example,
                                  pip_requirements=tracking.requirements(), signature=signature)
         version = registry.log_served_model(
-            {"features": paths.FEATURES, "normalization": paths.NORMALIZATION, "model": paths.MODEL}, spec, training_rows,
+            {"features": paths.FEATURES, "normalization": paths.NORMALIZATION, "model": paths.MODEL,
+             "ensemble": paths.ENSEMBLE}, spec, training_rows, settings.train.ensemble,
         )
         log.info("registered %s version %s (`reel-driver promote` makes it the served champion)",
                  registry.REGISTERED_MODEL, version)
@@ -107,6 +130,7 @@ def _log_run(settings: params.Params, summary_: dict, seconds: float, booster, c
 def main() -> None:
     settings = params.load()
     search.check_device(settings.train.device)
+    ensemble.check_installed(settings.train.ensemble)
     mlflow_ready = tracking.open_in_background()
     # the analysis' selection when analysis.apply_selection is true, else every column of prep
     columns = json.loads(paths.SELECTION.read_text())["columns"]
@@ -114,8 +138,9 @@ def main() -> None:
     training_features, labels = training_matrix(prepared, columns)
     outcome, seconds = timed_search(training_features, labels, settings)
     model = refit(training_features, labels, outcome, settings)
-    # what publish writes back for training rows: the best cell's fold models, none of which saw its row
-    oof = outcome.best_probabilities
+    # what publish writes back for training rows: the best cell's fold models (with the members' where
+    # there are any), none of which saw its row
+    members, oof = with_members(training_features, labels, outcome, settings)
 
     result = summary(outcome, settings.search)
     # the same objective on every training row's out-of-fold probability, and AP beside it
@@ -126,11 +151,15 @@ def main() -> None:
         "columns": len(columns),
     }
     write_bytes(bytes(model.save_raw("json")), paths.MODEL)
+    write_json(ensemble.to_json(members), paths.ENSEMBLE)
     write_parquet(cv_results(outcome), paths.CV_RESULTS)
     write_parquet(prepared.select("imdb_id", "media_title", "label").with_columns(probability=oof), paths.OUT_OF_FOLD)
     write_json(result, paths.TRAIN_METRICS)
     log.info("best %s %.4f with %s; %d cells, %d boosting rounds in %.1f s",
              result["scoring"], outcome.best_score, outcome.best, result["candidates"], outcome.rounds, seconds)
+    if members:
+        log.info("averaged with %s at the best cell: out-of-fold %s %.4f, AP %.4f", ", ".join(settings.train.ensemble),
+                 result["scoring"], result["out_of_fold"]["score"], result["out_of_fold"]["average_precision"])
     mlflow_ready()
     _log_run(settings, result, seconds, model, columns, prepared.height)
 

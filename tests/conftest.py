@@ -122,9 +122,9 @@ def repo_copy(tmp_path: Path) -> Path:
     return target
 
 
-def _run_pipeline(root: Path, raw: pl.DataFrame | None = None, prep_changes: dict | None = None) -> Path:
+def _run_pipeline(root: Path, raw: pl.DataFrame | None = None, changes: dict[str, dict] | None = None) -> Path:
     """extract (or ``raw`` as extract would write it), prep, analyze, train and evaluate in
-    ``root``, with a search small enough for tests and ``prep_changes`` made; MLflow's store
+    ``root``, with a search small enough for tests and ``changes`` made ({section: {key: value}}); MLflow's store
     is root's own."""
     from stages import analyze, evaluate, extract, outputs, paths, prep, schema, train
 
@@ -133,7 +133,8 @@ def _run_pipeline(root: Path, raw: pl.DataFrame | None = None, prep_changes: dic
     settings["extract"].update(source="sample", sample_rows=1500)
     settings["search"].update(budget=6, cv_folds=3)
     settings["publish"]["batch_rows"] = 100  # several batches even on a small sample
-    settings["prep"].update(prep_changes or {})
+    for section, values in (changes or {}).items():
+        settings[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(settings))
     # a session fixture is built before the test's own isolation, maybe after a test that
     # pointed MLflow elsewhere: it isolates itself
@@ -164,9 +165,11 @@ def real_pipeline(real_export: pl.DataFrame, tmp_path_factory: pytest.TempPathFa
 
 @pytest.fixture(scope="session")
 def text_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sample run with the text branch on (overview and tagline as TF-IDF + SVD columns)."""
-    return _run_pipeline(tmp_path_factory.mktemp("text_pipeline"), prep_changes={"text_columns": ["overview", "tagline"],
-                                                                        "text_components": 8})
+    """The sample run with what is off by default on: the text branch (overview and tagline as
+    TF-IDF + SVD columns) and the ensemble (LightGBM and CatBoost averaged with XGBoost)."""
+    return _run_pipeline(tmp_path_factory.mktemp("text_pipeline"),
+                         changes={"prep": {"text_columns": ["overview", "tagline"], "text_components": 8},
+                                  "train": {"ensemble": ["lightgbm", "catboost"]}})
 
 
 @pytest.fixture

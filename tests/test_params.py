@@ -39,6 +39,7 @@ def test_repository_params_load() -> None:
         ("prep", "min_count", 1),
         ("split", "test_size", 0.3),
         ("split", "seed", 0),
+        ("train", "ensemble", ["lightgbm", "catboost"]),
     ],
 )
 def test_good_values(section: str, key: str, value: object) -> None:
@@ -59,6 +60,8 @@ def test_good_values(section: str, key: str, value: object) -> None:
         ("prep", "media_types", [], "prep.media_types = []"),
         ("prep", "media_types", ["film"], "prep.media_types.0 = 'film': Input should be 'movie', 'tv_show', 'tv_season' or 'tv_episode_pack'"),
         ("prep", "list_columns", ["genre", "genre"], "values must not repeat"),
+        ("train", "ensemble", ["xgboost"], "train.ensemble.0 = 'xgboost': Input should be 'lightgbm' or 'catboost'"),
+        ("train", "ensemble", ["catboost", "catboost"], "train.ensemble = ['catboost', 'catboost']: Value error, values must not repeat"),
         ("prep", "zero_as_unknown", ["imdb_votes"], "prep.zero_as_unknown.0 = 'imdb_votes'"),
         ("prep", "min_count", 0, "prep.min_count = 0"),
         ("prep", "drop_anomalous", "sometimes", "prep.drop_anomalous = 'sometimes'"),

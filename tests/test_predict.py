@@ -41,7 +41,7 @@ def test_predict_from_the_database_scores_the_backlog(in_pipeline, atp_db: str, 
     assert scored.get_column("kind").cast(pl.String).to_list() == [
         "unlabeled" if label is None else "unreviewed" for label in backlog.get_column("label")
     ]
-    direct = scoring.Scorer.load(paths.FEATURES, paths.NORMALIZATION, paths.MODEL).scored(backlog, 0.35)
+    direct = scoring.Scorer.load(paths.FEATURES, paths.NORMALIZATION, paths.MODEL, paths.ENSEMBLE).scored(backlog, 0.35)
     assert scored.get_column("probability").to_list() == pytest.approx(direct.get_column("probability").to_list(), abs=1e-6)
 
     predict.predict(None, True, None, True, out)

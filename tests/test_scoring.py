@@ -15,7 +15,7 @@ import pytest
 import xgboost as xgb
 from sklearn.metrics import log_loss
 
-from stages import params, paths, registry, scoring, search
+from stages import ensemble, params, paths, registry, scoring, search
 from stages.errors import PipelineError
 from tests.conftest import free_port
 
@@ -27,7 +27,7 @@ def hold_out_raw(root: Path) -> pl.DataFrame:
 
 
 def test_unseen_values_extra_columns_and_missing_ones(in_pipeline: Path) -> None:
-    scorer = scoring.Scorer.load(paths.FEATURES, paths.NORMALIZATION, paths.MODEL)
+    scorer = scoring.Scorer.load(paths.FEATURES, paths.NORMALIZATION, paths.MODEL, paths.ENSEMBLE)
     rows = hold_out_raw(in_pipeline).head(3)
     odd = rows.with_columns(
         genre=pl.lit(["Space Opera", None], dtype=pl.List(pl.String)),
@@ -120,7 +120,7 @@ def test_served_model_answers_raw_rows_over_http(in_pipeline: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_text_branch_scores_alike_in_evaluate_predict_publish_and_the_served_model(
+def test_the_text_branch_and_the_ensemble_score_alike_in_evaluate_predict_publish_and_the_served_model(
         text_pipeline: Path, atp_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
@@ -132,7 +132,17 @@ def test_the_text_branch_scores_alike_in_evaluate_predict_publish_and_the_served
     spec = features.FeatureSpec.load(paths.FEATURES, paths.NORMALIZATION)
     booster = xgb.Booster(model_file=str(paths.MODEL))
     assert spec.text.sources == ["overview", "tagline"] and set(spec.text.columns) <= set(booster.feature_names)
+    members = ensemble.load(paths.ENSEMBLE)
+    assert [member.family for member in members] == ["lightgbm", "catboost"]
     expected = pl.read_parquet(paths.PREDICTIONS).select("imdb_id", "probability")
+    # evaluate's probability is the mean of the booster's and each member's on the prepared hold-out rows
+    test = pl.read_parquet(paths.PREPARED_TEST)
+    built = test.select(booster.feature_names)
+    each = [booster.predict(search.matrix(built)), *(member.probabilities(built) for member in members)]
+    by_id = expected.join(test.select("imdb_id", mean=pl.Series(np.mean(each, axis=0)), alone=pl.Series(each[0])),
+                          on="imdb_id")
+    assert by_id.height == test.height and np.abs(by_id["probability"] - by_id["mean"]).max() <= 1e-6
+    assert np.abs(by_id["probability"] - by_id["alone"]).max() > 1e-3  # the members change the answer
     raw = hold_out_raw(text_pipeline)
 
     def agrees(scored: pl.DataFrame) -> bool:

@@ -86,12 +86,12 @@ def test_a_model_reading_a_field_the_media_pipeline_never_sends_is_not_served() 
     assert serve.unsent_fields(features.fit(train, with_companies)) == ["production_companies"]
 
 
-@pytest.fixture(scope="module", params=["sample", pytest.param("sample, text branch", marks=pytest.mark.slow),
+@pytest.fixture(scope="module", params=["sample", pytest.param("sample, text branch and ensemble", marks=pytest.mark.slow),
                                         pytest.param("real export", marks=pytest.mark.slow)])
 def pipeline(request: pytest.FixtureRequest) -> Path:
     """Every test below runs on the sample's model, then (CI) on the sample's with the text
-    branch and on the real export's."""
-    fixtures = {"sample": "pipeline", "sample, text branch": "text_pipeline", "real export": "real_pipeline"}
+    branch and the ensemble on, and on the real export's."""
+    fixtures = {"sample": "pipeline", "sample, text branch and ensemble": "text_pipeline", "real export": "real_pipeline"}
     return request.getfixturevalue(fixtures[request.param])
 
 
@@ -165,9 +165,11 @@ def test_health_and_the_read_routes(champion: registry.Version, server: Server, 
 
     model = client.call("GET", "/reel-driver/api/model").json
     evaluated = json.loads((pipeline / paths.EVALUATE_METRICS).read_text())
+    # the model's identity: the booster file, and the ensemble's members where there are any
+    members = (pipeline / paths.ENSEMBLE).read_bytes() if json.loads((pipeline / paths.ENSEMBLE).read_text())["members"] else b""
     assert model == {
         "name": "reel-driver", "version": "1", "run_id": champion.run_id,
-        "model_sha256": hashlib.sha256((pipeline / paths.MODEL).read_bytes()).hexdigest(),
+        "model_sha256": hashlib.sha256((pipeline / paths.MODEL).read_bytes() + members).hexdigest(),
         "threshold": 0.35, "trained_at": champion.trained_at,
         "training_rows": pl.read_parquet(pipeline / paths.PREPARED_TRAIN).height,
         "hold_out": pytest.approx(evaluated),

@@ -93,6 +93,46 @@ def test_grid_search_finds_the_brute_force_best_cell(data) -> None:
     assert outcome.rounds == 8 * 3 * 60
 
 
+def test_the_ensemble_averages_members_fitted_as_the_booster_was_on_each_fold(data) -> None:
+    from lightgbm import LGBMClassifier
+
+    from stages import ensemble
+
+    features_, labels = data
+    settings = SETTINGS.model_copy(update={
+        "search": search_settings(), "train": SETTINGS.train.model_copy(update={"ensemble": ["lightgbm", "catboost"]})})
+    outcome = search.search(search.make_folds(features_, labels, 3, 7), TINY_GRID, settings.search, "cpu")
+    members, oof = train.with_members(features_, labels, outcome, settings)
+    assert [member.family for member in members] == ["lightgbm", "catboost"]
+
+    # the mean of three out-of-fold probabilities: the booster's, and each member's from the same folds,
+    # which are sklearn-API models on the same rows and settings
+    from catboost import CatBoostClassifier
+
+    cell, categorical = outcome.best, [c for c, dtype in features_.schema.items() if isinstance(dtype, pl.Enum)]
+    trees, depth, rate, weight = int(cell["n_estimators"]), int(cell["max_depth"]), cell["learning_rate"], cell["scale_pos_weight"]
+    as_text = features_.with_columns(pl.col(categorical).cast(pl.String).fill_null("(missing)")).to_pandas()
+    expected = {family: np.zeros(len(labels)) for family in ("lightgbm", "catboost")}
+    for fit, held in StratifiedKFold(3, shuffle=True, random_state=7).split(features_, labels):
+        light = LGBMClassifier(n_estimators=trees, max_depth=depth, num_leaves=2**depth, learning_rate=rate,
+                               scale_pos_weight=weight, random_state=7, n_jobs=1, deterministic=True, verbose=-1)
+        light.fit(features_[fit].to_pandas(), labels[fit])
+        expected["lightgbm"][held] = light.predict_proba(features_[held].to_pandas())[:, 1]
+        cat = CatBoostClassifier(iterations=trees, depth=depth, learning_rate=rate, scale_pos_weight=weight,
+                                 random_seed=7, thread_count=1, verbose=0, allow_writing_files=False)
+        cat.fit(as_text.iloc[fit], labels[fit], cat_features=categorical)
+        expected["catboost"][held] = cat.predict_proba(as_text.iloc[held])[:, 1]
+    assert oof == pytest.approx((outcome.best_probabilities + expected["lightgbm"] + expected["catboost"]) / 3, abs=1e-9)
+    assert not np.allclose(oof, outcome.best_probabilities)
+
+    # written and read back, each member scores as it did
+    restored = [ensemble.Member.from_json(entry) for entry in ensemble.to_json(members)["members"]]
+    for member, again in zip(members, restored, strict=True):
+        assert np.array_equal(member.probabilities(features_[:50]), again.probabilities(features_[:50]))
+    without = settings.model_copy(update={"train": SETTINGS.train})
+    assert train.with_members(features_, labels, outcome, without) == ([], outcome.best_probabilities)
+
+
 def test_halving_grows_only_the_best_third_and_scores_them_as_one_fit_would(data) -> None:
     features_, labels = data
     settings = search_settings(strategy="halving", budget=8, reduction=3)

@@ -1,0 +1,111 @@
+"""The models averaged with XGBoost when `train.ensemble` lists them (LightGBM, CatBoost).
+
+Each member learns from the same built features as the booster, with the search's best cell's
+trees, depth, learning rate and positive weight; the model's probability is the mean of the
+booster's and every member's. The members live in models/ensemble.json (an empty list when
+`train.ensemble` is), so train, evaluate, predict, publish, the registered MLflow model and
+`reel-driver serve` all read one file beside models/model.json. Why they are off by default:
+docs/benchmarks.md#choices.
+"""
+
+import base64
+import importlib.util
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from stages.errors import PipelineError
+
+FAMILIES = ("lightgbm", "catboost")
+# CatBoost reads a category as its text; a missing one needs a text of its own
+MISSING = "(missing)"
+
+
+def check_installed(families: list[str]) -> None:
+    """One error naming what `train.ensemble` asks for and how to install it."""
+    missing = [family for family in families if importlib.util.find_spec(family) is None]
+    if missing:
+        raise PipelineError(f"train.ensemble lists {', '.join(missing)}, which is not installed here: "
+                            "pip install -e '.[ensemble]'")
+
+
+def _categoricals(built: pl.DataFrame) -> list[str]:
+    return [name for name, dtype in built.schema.items() if isinstance(dtype, pl.Enum)]
+
+
+def _catboost_frame(built: pl.DataFrame):
+    return built.with_columns(pl.col(_categoricals(built)).cast(pl.String).fill_null(MISSING)).to_pandas()
+
+
+@dataclass(frozen=True)
+class Member:
+    family: str
+    model: Any
+
+    def probabilities(self, built: pl.DataFrame) -> np.ndarray:
+        if self.family == "lightgbm":
+            # pandas categories: LightGBM maps them by the category lists it stored at fit time
+            return np.asarray(self.model.predict(built.to_pandas(), num_threads=1), dtype=np.float64)
+        return np.asarray(self.model.predict(_catboost_frame(built), prediction_type="Probability",
+                                             thread_count=1)[:, 1], dtype=np.float64)
+
+    def to_json(self) -> dict:
+        if self.family == "lightgbm":
+            return {"family": self.family, "model": self.model.model_to_string()}
+        with tempfile.TemporaryDirectory(prefix="reel-driver-") as directory:
+            path = Path(directory) / "model.cbm"
+            self.model.save_model(str(path))
+            return {"family": self.family, "model": base64.b64encode(path.read_bytes()).decode("ascii")}
+
+    @classmethod
+    def from_json(cls, entry: dict) -> "Member":
+        check_installed([entry["family"]])
+        if entry["family"] == "lightgbm":
+            import lightgbm
+
+            return cls("lightgbm", lightgbm.Booster(model_str=entry["model"]))
+        from catboost import CatBoostClassifier
+
+        return cls("catboost", CatBoostClassifier().load_model(blob=base64.b64decode(entry["model"])))
+
+
+def fit(family: str, built: pl.DataFrame, labels: np.ndarray, cell: dict, seed: int) -> Member:
+    """One member on ``built`` rows, at the best cell's shared settings."""
+    trees, depth = int(cell["n_estimators"]), int(cell["max_depth"])
+    if family == "lightgbm":
+        import lightgbm
+
+        training = lightgbm.Dataset(built.to_pandas(), label=labels, free_raw_data=False)
+        settings = {"objective": "binary", "num_leaves": 2**depth, "max_depth": depth,
+                    "learning_rate": cell["learning_rate"], "scale_pos_weight": cell["scale_pos_weight"],
+                    "seed": seed, "num_threads": 1, "deterministic": True, "verbose": -1}
+        return Member(family, lightgbm.train(settings, training, num_boost_round=trees))
+    from catboost import CatBoostClassifier, Pool
+
+    model = CatBoostClassifier(iterations=trees, depth=depth, learning_rate=cell["learning_rate"],
+                               scale_pos_weight=cell["scale_pos_weight"], random_seed=seed, thread_count=1,
+                               verbose=0, allow_writing_files=False)
+    return Member(family, model.fit(Pool(_catboost_frame(built), labels, cat_features=_categoricals(built))))
+
+
+def probabilities(booster_probabilities: np.ndarray, members: list[Member], built: pl.DataFrame) -> np.ndarray:
+    """The model's probability: the booster's alone, or its mean with every member's."""
+    if not members:
+        return booster_probabilities
+    return np.mean([booster_probabilities, *(member.probabilities(built) for member in members)], axis=0)
+
+
+def to_json(members: list[Member]) -> dict:
+    return {"members": [member.to_json() for member in members]}
+
+
+def load(path: Path | None) -> list[Member]:
+    """The members in ``path``; none where there is no file (a model registered before ensembles)."""
+    if path is None or not Path(path).exists():
+        return []
+    return [Member.from_json(entry) for entry in json.loads(Path(path).read_text())["members"]]
