@@ -4,7 +4,7 @@ Each member learns from the same built features as the booster, with the search'
 trees, depth, learning rate and positive weight; the model's probability is the mean of the
 booster's and every member's. The members live in models/ensemble.json (an empty list when
 `train.ensemble` is), so train, evaluate, predict, publish, the registered MLflow model and
-`reel-driver serve` all read one file beside models/model.json. Why they are off by default:
+`reel-driver serve` all read one file beside models/model.json. Why both are on by default:
 docs/benchmarks.md#choices.
 """
 
@@ -31,7 +31,7 @@ def check_installed(families: list[str]) -> None:
     missing = [family for family in families if importlib.util.find_spec(family) is None]
     if missing:
         raise PipelineError(f"train.ensemble lists {', '.join(missing)}, which is not installed here: "
-                            "pip install -e '.[ensemble]'")
+                            "pip install -e . installs it")
 
 
 def _categoricals(built: pl.DataFrame) -> list[str]:

@@ -1,6 +1,8 @@
 """Shared fixtures: a real PostgreSQL from a pip wheel, the real export when present,
 and a working directory with its own params.yaml for running stages."""
 
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -176,6 +178,16 @@ def text_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def in_pipeline(pipeline: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(pipeline)
     return pipeline
+
+
+def model_identity(root: Path = Path()) -> str:
+    """What MLflow, the registry, atp.prediction and the API call the model: the sha256 of
+    models/model.json, followed by models/ensemble.json where that lists any member."""
+    from stages import paths
+
+    ensemble = (root / paths.ENSEMBLE).read_bytes()
+    members = ensemble if json.loads(ensemble)["members"] else b""
+    return hashlib.sha256((root / paths.MODEL).read_bytes() + members).hexdigest()
 
 
 def copy_of_store(pipeline: Path, directory: Path) -> str:

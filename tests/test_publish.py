@@ -1,6 +1,5 @@
 """reel-driver publish against a real PostgreSQL: whole replacements, the owner's table and view."""
 
-import hashlib
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 
 from stages import database, paths, publish
 from stages.errors import PipelineError
-from tests.conftest import REPO, insert_rows
+from tests.conftest import REPO, insert_rows, model_identity
 
 PREDICTION_DDL = REPO / "tests" / "data" / "atp_prediction.sql"
 
@@ -42,7 +41,7 @@ def test_publish_twice_gives_one_row_per_labeled_movie(in_pipeline, atp_db: str)
     assert (checked.get_column("prediction") == checked.get_column("flagged").cast(pl.Int16)).all()
     expected_cell = {(1, True): "TP", (1, False): "FN", (0, True): "FP", (0, False): "TN"}
     assert [expected_cell[(label, flag)] for label, flag in checked.select("label", "flagged").iter_rows()] == checked.get_column("cm_value").to_list()
-    assert rows.get_column("model_sha256").unique().to_list() == [hashlib.sha256(paths.MODEL.read_bytes()).hexdigest()]
+    assert rows.get_column("model_sha256").unique().to_list() == [model_identity()]
 
 
 def test_a_publish_that_fails_midway_leaves_the_previous_rows(in_pipeline, atp_db: str) -> None:
@@ -78,7 +77,7 @@ def test_publish_fills_the_owners_table_under_its_review_view(in_pipeline, atp_d
         conn.execute(PREDICTION_DDL.read_text())
     publish.publish(None)
     rows = published(atp_db)
-    assert rows.get_column("model_sha256").unique().to_list() == [hashlib.sha256(paths.MODEL.read_bytes()).hexdigest()]
+    assert rows.get_column("model_sha256").unique().to_list() == [model_identity()]
     with psycopg.connect(atp_db) as conn:
         shown = conn.execute("SELECT imdb_id, label, reviewed, probability, cm_value FROM atp.movies ORDER BY imdb_id").fetchall()
         kinds = conn.execute("SELECT data_type FROM information_schema.columns WHERE table_schema = 'atp' "

@@ -1,7 +1,6 @@
 """reel-driver serve: the media pipeline's contract against a real server on a loopback port
 and a real MLflow store; parity with evaluate; a promote under load."""
 
-import hashlib
 import http.client
 import json
 import os
@@ -20,7 +19,7 @@ import pytest
 import yaml
 
 from stages import paths, registry, serve
-from tests.conftest import ISOLATED, copy_of_store, free_port
+from tests.conftest import ISOLATED, copy_of_store, free_port, model_identity
 from tests.test_scoring import hold_out_raw
 
 FIELDS = list(serve.Movie.model_fields)
@@ -165,11 +164,9 @@ def test_health_and_the_read_routes(champion: registry.Version, server: Server, 
 
     model = client.call("GET", "/reel-driver/api/model").json
     evaluated = json.loads((pipeline / paths.EVALUATE_METRICS).read_text())
-    # the model's identity: the booster file, and the ensemble's members where there are any
-    members = (pipeline / paths.ENSEMBLE).read_bytes() if json.loads((pipeline / paths.ENSEMBLE).read_text())["members"] else b""
     assert model == {
         "name": "reel-driver", "version": "1", "run_id": champion.run_id,
-        "model_sha256": hashlib.sha256((pipeline / paths.MODEL).read_bytes() + members).hexdigest(),
+        "model_sha256": model_identity(pipeline),
         "threshold": 0.35, "trained_at": champion.trained_at,
         "training_rows": pl.read_parquet(pipeline / paths.PREPARED_TRAIN).height,
         "hold_out": pytest.approx(evaluated),

@@ -27,6 +27,7 @@ from stages import (
     train,
 )
 from stages.errors import PipelineError
+from tests.conftest import model_identity
 from tests.test_prep import SETTINGS
 
 TINY_GRID = {
@@ -230,7 +231,7 @@ def test_train_and_evaluate_on_the_sample(small_pipeline, tmp_path, capfd, recwa
     log = capfd.readouterr().err
     assert "CloudPickle" not in log and "Validating input example" not in log
     assert not [w for w in recwarn if "Inferred schema contains integer" in str(w.message)]
-    model_bytes, summary_bytes = sha256(paths.MODEL), sha256(paths.TRAIN_METRICS)
+    model_bytes, summary_bytes, identity = sha256(paths.MODEL), sha256(paths.TRAIN_METRICS), model_identity()
     summary = json.loads(paths.TRAIN_METRICS.read_text())
     assert summary["scoring"] == "f2@0.35" and summary["strategy"] == "halving" and summary["cv_folds"] == 3
     assert set(summary["best_params"]) == set(params.GRID_KEYS)
@@ -251,7 +252,7 @@ def test_train_and_evaluate_on_the_sample(small_pipeline, tmp_path, capfd, recwa
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["reel-driver"], order_by=["attributes.start_time ASC"])
     assert list(runs["tags.stage"]) == ["train", "evaluate", "train"]
-    assert set(runs["tags.model_sha256"]) == {model_bytes}
+    assert set(runs["tags.model_sha256"]) == {identity}
     assert runs["params.search.budget"].iloc[0] == "6"
     assert float(runs["metrics.test_roc_auc"].iloc[1]) == pytest.approx(scores["roc_auc"])
     assert runs["artifact_uri"].iloc[0].startswith((tmp_path / "mlruns").as_uri())
@@ -277,7 +278,7 @@ def test_train_and_evaluate_on_the_sample(small_pipeline, tmp_path, capfd, recwa
     train_runs = set(runs[runs["tags.stage"] == "train"]["run_id"])
     assert {v.run_id for v in versions} == train_runs and len(versions) == 2
     first = registry.Version.of(next(v for v in versions if str(v.version) == "1"))
-    assert (first.model_sha256, first.training_rows, first.threshold) == (model_bytes, prepared.height, 0.35)
+    assert (first.model_sha256, first.training_rows, first.threshold) == (identity, prepared.height, 0.35)
     assert first.hold_out == scores
     latest = mlflow.pyfunc.load_model(f"models:/{registry.REGISTERED_MODEL}/latest")
     assert latest.metadata.run_id == runs["run_id"].iloc[2]
