@@ -20,7 +20,7 @@ In one run:
      seconds after a 1 s warm-up: p50/p99 latency, requests/s and items/s. The
      server's RSS (its whole process tree) is read at the end.
   4. The floor: a fresh process with only the scorer's imports times the feature
-     build and booster on the same 50-row batches, already in a frame (no HTTP, no
+     build and the model (booster and ensemble members) on the same 50-row batches, already in a frame (no HTTP, no
      JSON, no validation).
 
 The first batch's probabilities must agree between the two servers (1e-6). Then
@@ -87,7 +87,7 @@ def _floor(workspace: str, seconds: float) -> None:
     from stages import paths, scoring
 
     os.chdir(workspace)
-    scorer = scoring.Scorer.load(paths.FEATURES, paths.NORMALIZATION, paths.MODEL)
+    scorer = scoring.Scorer.load(paths.FEATURES, paths.NORMALIZATION, paths.MODEL, paths.ENSEMBLE)
     held = pl.read_parquet(paths.PREDICTIONS).get_column("imdb_id")
     raw = pl.read_parquet(paths.RAW).filter(pl.col("imdb_id").is_in(held.implode()))
     batches = [raw.slice(start, BATCH) for start in range(0, raw.height - BATCH + 1, BATCH)]
@@ -268,7 +268,7 @@ def main() -> None:
     for (size, clients) in [(s, c) for s in (1, BATCH) for c in CLIENTS]:
         print(line("reel-driver serve", size, clients, ours[(size, clients)]))
         print(line("mlflow models serve", size, clients, theirs[(size, clients)]))
-    print(line("floor (build+booster)", BATCH, 1, floor))
+    print(line("floor (build+model)", BATCH, 1, floor))
     print(f"\n  server RSS at the end: reel-driver serve {ours['rss']:.0f} MiB, mlflow models serve {theirs['rss']:.0f} MiB "
           f"({ours['rss'] / theirs['rss']:.2f} x)")
 
