@@ -8,7 +8,6 @@ booster's and every member's. The members live in models/ensemble.json (an empty
 docs/benchmarks.md#choices.
 """
 
-import base64
 import importlib.util
 import json
 import tempfile
@@ -24,6 +23,8 @@ from stages.errors import PipelineError
 FAMILIES = ("lightgbm", "catboost")
 # CatBoost reads a category as its text; a missing one needs a text of its own
 MISSING = "(missing)"
+# what CatBoost's JSON model holds that differs between two identical fits
+UNSTABLE = ("model_guid", "train_finish_time")
 
 
 def check_installed(families: list[str]) -> None:
@@ -58,9 +59,13 @@ class Member:
         if self.family == "lightgbm":
             return {"family": self.family, "model": self.model.model_to_string()}
         with tempfile.TemporaryDirectory(prefix="reel-driver-") as directory:
-            path = Path(directory) / "model.cbm"
-            self.model.save_model(str(path))
-            return {"family": self.family, "model": base64.b64encode(path.read_bytes()).decode("ascii")}
+            path = Path(directory) / "model.json"
+            self.model.save_model(str(path), format="json")
+            model = json.loads(path.read_text())
+        # a random id and the clock: without them the same fit writes the same bytes
+        for unstable in UNSTABLE:
+            model["model_info"].pop(unstable, None)
+        return {"family": self.family, "model": model}
 
     @classmethod
     def from_json(cls, entry: dict) -> "Member":
@@ -71,7 +76,10 @@ class Member:
             return cls("lightgbm", lightgbm.Booster(model_str=entry["model"]))
         from catboost import CatBoostClassifier
 
-        return cls("catboost", CatBoostClassifier().load_model(blob=base64.b64decode(entry["model"])))
+        with tempfile.TemporaryDirectory(prefix="reel-driver-") as directory:
+            path = Path(directory) / "model.json"
+            path.write_text(json.dumps(entry["model"]))
+            return cls("catboost", CatBoostClassifier().load_model(str(path), format="json"))
 
 
 def fit(family: str, built: pl.DataFrame, labels: np.ndarray, cell: dict, seed: int) -> Member:
