@@ -85,9 +85,10 @@ def test_a_version_without_hold_out_metrics_is_never_promoted(store: mlflow.Mlfl
 
 def test_a_workspace_model_the_store_never_saw(store: mlflow.MlflowClient, in_pipeline: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    other = tmp_path / "model.json"
+    other, no_members = tmp_path / "model.json", tmp_path / "ensemble.json"
     other.write_text("{}")
+    no_members.write_text('{"members": []}')  # the identity is then the model file's own sha256
     with pytest.raises(PipelineError, match=r"no version of reel-driver holds .*model.json \(sha256 44136fa355b3\)"):
-        promote.promote(None, None, model=other)
+        promote.promote(None, None, model=other, ensemble=no_members)
     with pytest.raises(PipelineError, match=r"missing.json does not exist: run dvc repro first, or name a version"):
         promote.promote(None, None, model=tmp_path / "missing.json")
