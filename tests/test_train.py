@@ -130,7 +130,7 @@ def test_the_ensemble_averages_members_fitted_as_the_booster_was_on_each_fold(da
     restored = [ensemble.Member.from_json(entry) for entry in ensemble.to_json(members)["members"]]
     for member, again in zip(members, restored, strict=True):
         assert np.array_equal(member.probabilities(features_[:50]), again.probabilities(features_[:50]))
-    without = settings.model_copy(update={"train": SETTINGS.train})
+    without = settings.model_copy(update={"train": SETTINGS.train.model_copy(update={"ensemble": []})})
     assert train.with_members(features_, labels, outcome, without) == ([], outcome.best_probabilities)
 
 
