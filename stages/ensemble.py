@@ -35,6 +35,13 @@ def check_installed(families: list[str]) -> None:
                             "pip install -e . installs it")
 
 
+def check_present(path: Path) -> None:
+    """A model.json without its ensemble.json would score as XGBoost alone: refuse instead."""
+    if not path.exists():
+        raise PipelineError(f"{path} is missing: train writes it beside models/model.json (an empty list "
+                            "when train.ensemble is); dvc checkout restores it, dvc repro train rebuilds it")
+
+
 def _categoricals(built: pl.DataFrame) -> list[str]:
     return [name for name, dtype in built.schema.items() if isinstance(dtype, pl.Enum)]
 
@@ -113,7 +120,8 @@ def to_json(members: list[Member]) -> dict:
 
 
 def load(path: Path | None) -> list[Member]:
-    """The members in ``path``; none where there is no file (a model registered before ensembles)."""
-    if path is None or not Path(path).exists():
+    """The members in ``path``; none for ``None`` (a model registered before ensembles)."""
+    if path is None:
         return []
+    check_present(Path(path))
     return [Member.from_json(entry) for entry in json.loads(Path(path).read_text())["members"]]

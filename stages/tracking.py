@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from stages.ensemble import check_present
 from stages.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -50,8 +51,10 @@ def model_sha256(model: Path, ensemble: Path | None) -> str:
     """The served model's identity: the booster file's sha256, over the ensemble's members too
     when it has any (a model without members keeps the identity it always had)."""
     digest = hashlib.sha256(model.read_bytes())
-    if ensemble is not None and ensemble.exists() and json.loads(ensemble.read_bytes())["members"]:
-        digest.update(ensemble.read_bytes())
+    if ensemble is not None:
+        check_present(ensemble)
+        if json.loads(ensemble.read_bytes())["members"]:
+            digest.update(ensemble.read_bytes())
     return digest.hexdigest()
 
 

@@ -220,6 +220,23 @@ def test_arrays_with_null_elements_are_read_and_encoded(stage_dir: Path) -> None
     assert prepared.get_column("genre_drama").sum() > 0 and not any("null" in c for c in prepared.columns)
 
 
+# ---- the model: a booster without its ensemble file is refused, not scored alone -------
+
+@pytest.mark.parametrize("command", [["stages.evaluate"], ["stages.cli", "predict", "data/raw/training.parquet",
+                                                            "--out", "scored.parquet"]],
+                         ids=["evaluate", "predict"])
+def test_a_model_without_its_ensemble_file_is_refused(stage_dir: Path, command: list[str]) -> None:
+    (stage_dir / paths.ENSEMBLE).unlink()
+    before = snapshot(stage_dir)
+    result = subprocess.run([sys.executable, "-m", *command], cwd=stage_dir, capture_output=True, text=True,
+                            timeout=300)
+    assert refused(result) == (f"error: {paths.ENSEMBLE} is missing: train writes it beside models/model.json "
+                               "(an empty list when train.ensemble is); dvc checkout restores it, "
+                               "dvc repro train rebuilds it")
+    assert snapshot(stage_dir) == before
+    assert not (stage_dir / "scored.parquet").exists()
+
+
 # ---- the database: extract from a real PostgreSQL ------------------------------------
 
 def test_a_table_whose_reviewed_column_holds_no_true_stops_prep(from_postgres: Path, atp_db: str) -> None:
