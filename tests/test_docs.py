@@ -1,10 +1,12 @@
-"""README.md and docs/: every relative link points at a file that exists, and every
-`#anchor` at a heading of that file."""
+"""README.md and docs/: every relative link points at a file that exists, every
+`#anchor` at a heading of that file, and README's stage table names every output."""
 
+import fnmatch
 import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -28,3 +30,14 @@ def test_relative_links_resolve(page: Path) -> None:
         assert target.exists(), f"{page.name}: {link}"
         if anchor and target.suffix == ".md":
             assert anchor in anchors(target), f"{page.name}: {link}"
+
+
+def test_the_readme_stage_table_names_every_output_dvc_yaml_declares() -> None:
+    table = dict(re.findall(r"^\| `(\w+)` \|[^|]*\| (.*) \|$", (REPO / "README.md").read_text(), flags=re.MULTILINE))
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert list(table) == list(stages)
+    for name, stage in stages.items():
+        named = [path.rstrip("/") for path in re.findall(r"`([^`]+)`", table[name])]
+        outputs = [out if isinstance(out, str) else next(iter(out)) for out in stage["outs"]]
+        unnamed = [out for out in outputs if not any(fnmatch.fnmatch(out, path) for path in named)]
+        assert not unnamed, f"README's {name} row lacks {unnamed}"
