@@ -9,7 +9,8 @@ import yaml
 from stages import params
 from stages.errors import PipelineError
 
-REPO_PARAMS = yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text())
+PARAMS_FILE = Path(__file__).resolve().parent.parent / "params.yaml"
+REPO_PARAMS = yaml.safe_load(PARAMS_FILE.read_text())
 
 
 def with_value(section: str, key: str, value: object) -> dict:
@@ -161,7 +162,7 @@ def _rewritten(tmp_path: Path, override: str) -> tuple[list[str], list[str]]:
 
     from dvc.utils.hydra import apply_overrides
 
-    original = (Path(__file__).resolve().parent.parent / "params.yaml").read_text()
+    original = PARAMS_FILE.read_text()
     copy_ = tmp_path / "params.yaml"
     copy_.write_text(original)
     apply_overrides(copy_, [override])
@@ -178,6 +179,8 @@ def _rewritten(tmp_path: Path, override: str) -> tuple[list[str], list[str]]:
         ("max_depth=[3,5]", ["- 7"], []),
         ("scale_pos_weight=9", ["scale_pos_weight:", "- 1", "- 5", "- 9", "- 15"], ["scale_pos_weight: 9"]),
         ("+scale_pos_wieght=9", [], ["scale_pos_wieght: 9"]),
+        ("train.ensemble=[]", ["  ensemble:", "  - lightgbm", "  - catboost"], ["  ensemble: []"]),  # README's two
+        ("prep.text_columns=[overview,tagline]", ["  text_columns: []"], ["  text_columns:", "  - overview", "  - tagline"]),
     ],
 )
 def test_dvc_set_param_changes_only_the_key_it_sets(tmp_path: Path, override: str, removed: list, added: list) -> None:
@@ -185,10 +188,43 @@ def test_dvc_set_param_changes_only_the_key_it_sets(tmp_path: Path, override: st
 
 
 def test_dvc_set_param_keeps_every_comment(tmp_path: Path) -> None:
-    original = (Path(__file__).resolve().parent.parent / "params.yaml").read_text()
+    original = PARAMS_FILE.read_text()
     _rewritten(tmp_path, "scale_pos_weight=9")
     comments = lambda text: [line.partition("#")[2].strip() for line in text.splitlines() if "#" in line]  # noqa: E731
     assert comments((tmp_path / "params.yaml").read_text()) == comments(original)
+
+
+def _list_keys() -> list[str]:
+    return [f"{section}.{key}" if key else section for section, value in REPO_PARAMS.items()
+            for key, item in (value.items() if isinstance(value, dict) else [("", value)]) if isinstance(item, list)]
+
+
+def _other_lines(text: str, dotted: str) -> list[str]:
+    """params.yaml's lines without those of ``dotted`` (its key line and block items)."""
+    section, _, key = dotted.partition(".")
+    indent, name = ("  ", key) if key else ("", section)
+    kept, inside = [], False
+    for line in text.splitlines():
+        inside = line.startswith(f"{indent}{name}:") or (inside and line.startswith(f"{indent}- "))
+        if not inside:
+            kept.append(line)
+    return kept
+
+
+@pytest.mark.parametrize("dotted", _list_keys())
+def test_dvc_set_param_empties_and_refills_every_list_leaving_the_rest(tmp_path: Path, dotted: str) -> None:
+    """A comment on a list key's own line once made -S 'train.ensemble=[]' write a file nobody could read."""
+    from dvc.utils.hydra import apply_overrides
+
+    original = PARAMS_FILE.read_text()
+    copy_ = tmp_path / "params.yaml"
+    copy_.write_text(original)
+    section, _, key = dotted.partition(".")
+    for value in (["a"], [], ["a", "b"], [], ["x", "y", "z"]):
+        apply_overrides(copy_, [f"{dotted}=[{','.join(value)}]"])
+        rewritten = yaml.safe_load(copy_.read_text())
+        assert (rewritten[section][key] if key else rewritten[section]) == value
+        assert _other_lines(copy_.read_text(), dotted) == _other_lines(original, dotted)
 
 
 # ---- reel-driver params check KEY=VALUE: the did-you-mean that `dvc exp run -S` cannot reach ----
