@@ -23,7 +23,8 @@ GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": 
 @pytest.fixture(scope="module")
 def drawn(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """SVG of every plot of `dvc plots diff HEAD` in a repository copy whose workspace moved
-    three hold-out rows to other cells and lowered every sweep value; with the data behind it."""
+    three hold-out rows to other cells, lowered every sweep value and gave five features of the
+    importance other names; with the data behind it."""
     from tests.conftest import REPO
 
     root = tmp_path_factory.mktemp("plots") / "repo"
@@ -35,7 +36,8 @@ def drawn(tmp_path_factory: pytest.TempPathFactory) -> dict:
     env = {**os.environ, **GIT}
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
         subprocess.run(command, cwd=root, env=env, check=True)
-    baseline = {name: json.loads((root / name).read_text()) for name in (paths.PLOT_CONFUSION, paths.PLOT_THRESHOLDS)}
+    baseline = {name: json.loads((root / name).read_text())
+                for name in (paths.PLOT_CONFUSION, paths.PLOT_THRESHOLDS, paths.PLOT_IMPORTANCE)}
     confusion = [dict(row) for row in baseline[paths.PLOT_CONFUSION]]
     flip = {"would_watch": "would_not_watch", "would_not_watch": "would_watch"}
     for row in confusion[:3]:
@@ -44,6 +46,8 @@ def drawn(tmp_path_factory: pytest.TempPathFactory) -> dict:
              for row in baseline[paths.PLOT_THRESHOLDS]]
     (root / paths.PLOT_CONFUSION).write_text(json.dumps(confusion))
     (root / paths.PLOT_THRESHOLDS).write_text(json.dumps(sweep))
+    importance = [dict(row, feature=f"renamed_{n}") if n < 5 else row for n, row in enumerate(baseline[paths.PLOT_IMPORTANCE])]
+    (root / paths.PLOT_IMPORTANCE).write_text(json.dumps(importance))
 
     previous = Path.cwd()
     os.chdir(root)
@@ -53,6 +57,7 @@ def drawn(tmp_path_factory: pytest.TempPathFactory) -> dict:
         os.chdir(previous)
     svgs = {plot_id: vl_convert.vegalite_to_svg(spec) for plot_id, spec in review._vega_specs(plots)}
     return {"plots": plots, "svg": svgs, "confusion": {"workspace": confusion, "HEAD": baseline[paths.PLOT_CONFUSION]},
+            "importance": {"workspace": importance, "HEAD": baseline[paths.PLOT_IMPORTANCE]},
             "definitions": yaml.safe_load((root / "dvc.yaml").read_text())["plots"]}
 
 
@@ -139,6 +144,17 @@ def test_threshold_lines_are_named_and_told_apart_by_colour_and_shape(drawn: dic
     legend = re.findall(r'role-legend-label.*?</g></g>', svg, flags=re.S)
     labels = re.findall(r">([^<]+)</text>", "".join(legend))
     assert {"recall", "precision", "f2", "workspace", "HEAD"} <= set(labels)
+
+
+def test_importance_labels_every_feature_of_either_revision_without_overlap(drawn: dict) -> None:
+    svg = next(svg for plot_id, svg in drawn["svg"].items() if "feature_importance" in plot_id)
+    y_axis = svg[svg.index('aria-label="Y-axis'):]
+    ticks = [float(y) for y in re.findall(r'<line transform="translate\(0,([\d.]+)\)" x2="-5"', y_axis)]
+    features = {row["feature"] for rows in drawn["importance"].values() for row in rows}
+    assert len(ticks) == len(features) == len(drawn["importance"]["HEAD"]) + 5
+    assert min(b - a for a, b in zip(ticks, ticks[1:])) >= 12  # 10 px labels, one per row
+    bars = re.findall(r'aria-label="gain: [^"]*" role="graphics-symbol" aria-roledescription="bar" d="M(-?[\d.]+),', svg)
+    assert len(bars) == 2 * len(drawn["importance"]["HEAD"]) and all(float(x) == 0 for x in bars)  # from zero
 
 
 def test_every_plot_renders_to_png_and_offline_svg(drawn: dict, tmp_path: Path) -> None:
