@@ -5,7 +5,7 @@
 
 For each split seed, prep and analyze run in a scratch copy of this repository (bench/search.py's
 `prepare`); then, on that split's training rows alone (the hold-out rows are never read), each
-variant is scored by the project's own 5 folds (stages.search.make_folds: stratified, shuffled
+variant is scored by the project's own 5 folds (reel_driver.model.search.make_folds: stratified, shuffled
 with search.seed). Every variant fits all it learns (vocabularies, text encoders, models) on the
 fold's training part only. Its out-of-fold probabilities give a CV AP and F2 at 0.35 per split.
 
@@ -16,7 +16,7 @@ Each table is the mean over the splits, and each variant's mean difference from 
 95% t interval over the splits (the same folds on both sides: a paired comparison). Fixed model
 settings (below), the same for every variant of a family: this compares features and families,
 it does not tune them. The `tuned` variants ask whether a gain holds against the project's own
-search: the search (stages.search, params.yaml's grid and search settings) runs on each fold's
+search: the search (reel_driver.model.search, params.yaml's grid and search settings) runs on each fold's
 training part, and its best cell is refitted there, as train does; LightGBM and CatBoost beside it
 take the best cell's trees, depth, learning rate and positive weight.
 
@@ -32,11 +32,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import search as search_bench  # bench/search.py: the scratch repository
 from scipy import stats
 from sklearn.metrics import average_precision_score, fbeta_score
 from sklearn.model_selection import StratifiedKFold
-
-import search as search_bench  # bench/search.py: the scratch repository
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLD = 0.35
@@ -56,14 +55,15 @@ class Split:
     project's folds over the training rows, and the project's settings."""
 
     def __init__(self, workspace: Path):
-        from stages import params, prep, rows
+        from reel_driver.config import params
+        from reel_driver.preparation import rows, training_set
 
         self.settings = settings = params.load(workspace / "params.yaml")
         prepared = workspace / "data" / "prepared"
         train_raw = pl.read_parquet(prepared / "train_raw.parquet")
         # the hold-out rows as prep splits them, with the columns prep keeps for training rows
         classified = rows.classify(pl.read_parquet(workspace / "data" / "raw" / "training.parquet"), settings.prep)
-        train, test = prep.split(prep.training_rows(classified), settings.split)
+        train, test = training_set.split(training_set.training_rows(classified), settings.split)
         for name, ours in (("train_raw", train), ("test", test)):
             theirs = pl.read_parquet(prepared / f"{name}.parquet")
             if not ours.get_column("imdb_id").equals(theirs.get_column("imdb_id")):
@@ -72,7 +72,7 @@ class Split:
         self.labels = self.raw.get_column(LABEL).to_numpy()  # prep's 0/1, 1 for would_watch
         self.training = np.arange(train_raw.height)
         self.hold_out = np.arange(train_raw.height, self.raw.height)
-        # stages.search.make_folds' folds: the same splitter, seed and labels
+        # reel_driver.model.search.make_folds' folds: the same splitter, seed and labels
         self.folds = list(StratifiedKFold(n_splits=settings.search.cv_folds, shuffle=True, random_state=settings.search.seed)
                           .split(np.zeros(len(self.training)), self.labels[self.training]))
         self._searched: dict[bytes, dict] = {}
@@ -81,7 +81,7 @@ class Split:
         """The feature build fitted on ``fitted_on`` rows, applied to ``rows``: prep's, with companies
         one-hot (values held by at least COMPANY_MIN_COUNT rows) or the pipeline's text branch
         (prep.text_columns: overview and tagline) where asked."""
-        from stages import features
+        from reel_driver.preparation import features
 
         lists = [*self.settings.prep.list_columns, *(["production_companies"] if companies else [])]
         settings = self.settings.prep.model_copy(update={"list_columns": lists, "text_columns": list(TEXTS) if text else []})
@@ -91,7 +91,7 @@ class Split:
     def best_cell(self, fit: np.ndarray, built_fit: pl.DataFrame) -> dict:
         """The project's search on the ``fit`` rows alone (its own inner folds), as train runs it:
         the best cell of params.yaml's grid. Kept, as both tuned variants ask for it."""
-        from stages import search
+        from reel_driver.model import search
 
         key = fit.tobytes()
         if key not in self._searched:
@@ -118,7 +118,8 @@ def derived(raw: pl.DataFrame, reference_year: int) -> pl.DataFrame:
 def xgboost(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFrame, seed: int = 0,
             sampled: float = 1.0) -> np.ndarray:
     import xgboost as xgb
-    from stages import features
+
+    from reel_driver.preparation import features
 
     x_fit, types = features.model_values(built_fit)
     x_held, _ = features.model_values(built_held)
@@ -132,7 +133,7 @@ def xgboost(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFram
 def tuned_xgboost(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFrame, cell: dict, seed: int) -> np.ndarray:
     """The search's best cell refitted on the fit rows, as train refits it (on all the training rows:
     the project's own model, so its hold-out figures are the project's in bench/quality.py)."""
-    from stages import search
+    from reel_driver.model import search
 
     return search.fit(search.matrix(built_fit, labels), cell, seed, "cpu").predict(search.matrix(built_held))
 
@@ -189,12 +190,13 @@ def logistic(built_fit: pl.DataFrame, labels: np.ndarray, built_held: pl.DataFra
 
 
 def text_score(fit_texts: list[str], labels: np.ndarray, held_texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """A text-only logistic regression on the text branch's TF-IDF (stages.features.tfidf), stacked:
+    """A text-only logistic regression on the text branch's TF-IDF (reel_driver.preparation.features.tfidf), stacked:
     out-of-fold scores for the rows it learns from (inner 5 folds), the model fitted on all of them
     for the other rows."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from stages import features
+
+    from reel_driver.preparation import features
 
     def model():
         return make_pipeline(features.tfidf(), LogisticRegression(C=4.0, class_weight="balanced", max_iter=5000))
@@ -289,7 +291,7 @@ def variant_scores(split: Split, variant: str) -> dict[str, dict[str, float]]:
 def split_results(split_seed: int, variants: list[str], work: Path, real: bool) -> dict[str, dict[str, float]]:
     kept = work / f"split{split_seed}.json"
     # kept results hold while this file and the project's feature build are the same
-    key = hashlib.sha256(Path(__file__).read_bytes() + (ROOT / "stages" / "features.py").read_bytes()
+    key = hashlib.sha256(Path(__file__).read_bytes() + (ROOT / "reel_driver" / "preparation" / "features.py").read_bytes()
                          + (ROOT / "params.yaml").read_bytes()).hexdigest()[:16]
     results = json.loads(kept.read_text()) if kept.exists() else {}
     if results.get("key") != key:

@@ -54,7 +54,7 @@ def _array_literal(column: str) -> pl.Expr:
 
 def sample_rows(rows: int, seed: int) -> pl.DataFrame:
     """``rows`` rows from the sample generator: a block repeated, each row with its own ids."""
-    from stages import sample
+    from reel_driver.data import sample
 
     block = sample.generate(min(rows, BLOCK_ROWS), seed)
     rng = np.random.default_rng(seed)

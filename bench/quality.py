@@ -29,7 +29,7 @@ by it (issue 18's rule), never by the hold-out figures.
 
 Per-split work is kept under --work (default bench/out/quality), so a run that stops restarts
 where it stopped: the anchors' probabilities are reused while the prepared rows and the grid are
-the same; the project's while stages/, dvc.yaml, params.yaml, pyproject.toml, bench/search.py and
+the same; the project's while stages/, reel_driver/, dvc.yaml, params.yaml, pyproject.toml, bench/search.py and
 --set are.
 """
 
@@ -70,7 +70,7 @@ def project_key(changes: dict) -> str:
     """What the project's run reads, as it is on disk (committed or not): the stages, the pipeline,
     params.yaml, the dependencies, the scratch copy's preparation, and --set. Not the commit: a
     commit that changes none of them (the docs, another bench) keeps the kept answers."""
-    files = [*sorted((ROOT / "stages").glob("*.py")), *(ROOT / name for name in PROJECT_FILES)]
+    files = [*sorted((ROOT / "stages").glob("*.py")), *sorted((ROOT / "reel_driver").rglob("*.py")), *(ROOT / name for name in PROJECT_FILES)]
     return digest(*(part for file in files for part in (str(file.relative_to(ROOT)).encode(), file.read_bytes())),
                   json.dumps(changes, sort_keys=True).encode())
 

@@ -10,7 +10,7 @@ on the same prepared training rows, the same StratifiedKFold folds (search.cv_fo
 search.seed), the same objective (F2 at search.threshold, the mean over the folds) and the same
 grid (params.yaml's top-level hyperparameter lists):
 
-  project:   stages/search.py as train calls it (params read as train reads them, with
+  project:   reel_driver/model/search.py as train calls it (params read as train reads them, with
              search.budget set as `dvc exp run -S` would; the strategy of params.yaml), once per
              budget in --budgets, each its own process;
   reference: the owner's later approach, Optuna TPE (seed 42), MedianPruner, sklearn's
@@ -18,7 +18,7 @@ grid (params.yaml's top-level hyperparameter lists):
 
 What is timed is the same span on both sides: from the selected training features in memory
 to the best configuration known.
-  project:   stages/train.py's timed_search, the call train makes: search.make_folds +
+  project:   reel_driver/model/fitting.py's timed_search, the call train makes: search.make_folds +
              search.search (what train logs as search seconds; train runs it with MLflow loading
              on a thread beside it, which is not here);
   reference: the frame to pandas, the fold slices and study.optimize; the seconds after each
@@ -129,15 +129,17 @@ def _project(budget: int) -> None:
     """The project's search at one budget; run inside a prepared workspace."""
     import polars as pl
 
-    from stages import metrics, params, paths, search, train
+    from reel_driver.config import params, paths
+    from reel_driver.model import fitting, metrics, search
 
     settings = params.check([f"search.budget={budget}"])
     columns = json.loads(paths.SELECTION.read_text())["columns"]
-    features, labels = train.training_matrix(pl.read_parquet(paths.PREPARED_TRAIN), columns)
-    outcome, seconds = train.timed_search(features, labels, settings)
+    features, labels = fitting.training_matrix(pl.read_parquet(paths.PREPARED_TRAIN), columns)
+    outcome, seconds = fitting.timed_search(features, labels, settings.grid, settings.search, settings.train.device)
 
     test = pl.read_parquet(paths.PREPARED_TEST)
-    probabilities = train.refit(features, labels, outcome, settings).predict(search.matrix(test.select(columns)))
+    booster = fitting.refit(features, labels, outcome, settings.search.seed, settings.train.device)
+    probabilities = booster.predict(search.matrix(test.select(columns)))
     held = test.get_column("label").to_numpy()
     print(json.dumps({
         "seconds": seconds, "cv_score": outcome.best_score, "best_params": outcome.best,

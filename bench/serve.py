@@ -84,7 +84,8 @@ def _load(port: int, path: str, bodies_file: str, clients: int, seconds: float) 
 def _floor(workspace: str, seconds: float) -> None:
     import polars as pl
 
-    from stages import paths, scoring
+    from reel_driver.config import paths
+    from reel_driver.model import scoring
 
     os.chdir(workspace)
     scorer = scoring.Scorer.load(paths.FEATURES, paths.NORMALIZATION, paths.MODEL, paths.ENSEMBLE)
@@ -242,11 +243,11 @@ def main() -> None:
         env |= {"MLFLOW_TRACKING_URI": store, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
         for stage in ("train", "evaluate"):  # -s: extract would replace the real rows with the sample's
             dvc(workspace, "repro", "-s", "-f", stage)
-        print(f"model: {data}, split.seed 42; " + run([sys.executable, "-m", "stages.cli", "promote"], workspace, env).strip())
+        print(f"model: {data}, split.seed 42; " + run([sys.executable, "-m", "reel_driver.cli", "promote"], workspace, env).strip())
         files = bodies(workspace, env)
 
         ours_port, theirs_port = free_port(), free_port()
-        ours = measure_server("reel-driver serve", [sys.executable, "-m", "stages.cli", "serve", "--port", str(ours_port)],
+        ours = measure_server("reel-driver serve", [sys.executable, "-m", "reel_driver.cli", "serve", "--port", str(ours_port)],
                               "/reel-driver/health", {"single": "/reel-driver/api/predict", "batch": "/reel-driver/api/predict_batch"}, files, "ours", workspace, env,
                               arguments.seconds, ours_port)
         theirs = measure_server(

@@ -16,9 +16,10 @@ import polars as pl
 import pyarrow as pa
 from tqdm import tqdm
 
-from stages import database, params, paths, schema
-from stages.errors import PipelineError, run_stage
-from stages.outputs import write_parquet_batches
+from reel_driver.config import params, paths
+from reel_driver.config.errors import PipelineError, run_stage
+from reel_driver.data import database, schema
+from reel_driver.data.outputs import write_parquet_batches
 
 log = logging.getLogger("reel_driver.extract")
 
@@ -34,25 +35,17 @@ def _from_postgres(settings: params.ExtractParams) -> Iterator[pa.Table]:
                 yield schema.conform_arrow(rows)
 
 
-def chosen_source(source: str, server_variable: str | None) -> tuple[str, str]:
-    """The source to read ("sample" or "postgres") and why, in words for the log."""
-    if source != "auto":
-        return source, f"extract.source {source}"
-    if server_variable:
-        return "postgres", f"extract.source auto, {server_variable} is set"
-    return "sample", f"extract.source auto, none of {', '.join(database.SERVER_VARIABLES)} is set"
-
 
 def main() -> None:
     settings = params.load().extract
     # Arrow's default pool (mimalloc) keeps freed batches for reuse: the system allocator
     # gives them back, and the extract of 1,000,000 rows peaks 25 MiB lower (bench/extract.py)
     pa.set_memory_pool(pa.system_memory_pool())
-    source, reason = chosen_source(settings.source, database.server_variable(os.environ))
+    source, reason = database.chosen_source(settings.source, database.server_variable(os.environ))
     if source == "sample":
         # imported here: the generator pulls in scipy, which costs a postgres
         # extract about 1 s and 50 MiB for nothing
-        from stages import sample
+        from reel_driver.data import sample
 
         frames: Iterable[pl.DataFrame | pa.Table] = [sample.generate(settings.sample_rows, settings.seed)]
         origin = f"the synthetic sample (seed {settings.seed})"

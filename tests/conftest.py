@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import yaml
 
-from stages.database import SERVER_VARIABLES
+from reel_driver.data.database import SERVER_VARIABLES
 
 REPO = Path(__file__).resolve().parent.parent
 DDL = Path(__file__).resolve().parent / "data" / "atp_training.sql"
@@ -128,7 +128,9 @@ def _run_pipeline(root: Path, raw: pl.DataFrame | None = None, changes: dict[str
     """extract (or ``raw`` as extract would write it), prep, analyze, train and evaluate in
     ``root``, with a search small enough for tests and ``changes`` made ({section: {key: value}}); MLflow's store
     is root's own."""
-    from stages import analyze, evaluate, extract, outputs, paths, prep, schema, train
+    from reel_driver.config import paths
+    from reel_driver.data import outputs, schema
+    from stages import analyze, evaluate, extract, prep, train
 
     settings = yaml.safe_load((REPO / "params.yaml").read_text())
     # explicit, as a newcomer's clone has it: the sample, whatever the environment
@@ -183,7 +185,7 @@ def in_pipeline(pipeline: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def model_identity(root: Path = Path()) -> str:
     """What MLflow, the registry, atp.prediction and the API call the model: the sha256 of
     models/model.json, followed by models/ensemble.json where that lists any member."""
-    from stages import paths
+    from reel_driver.config import paths
 
     ensemble = (root / paths.ENSEMBLE).read_bytes()
     members = ensemble if json.loads(ensemble)["members"] else b""

@@ -6,8 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from stages import analysis, analysis_plots, prep, sample
-from stages.rows import classify
+from reel_driver.data import sample
+from reel_driver.preparation import training_set
+from reel_driver.preparation.rows import classify
+from reel_driver.selection import analysis, analysis_plots
 from tests.test_prep import SETTINGS
 
 RNG = np.random.default_rng(7)
@@ -40,7 +42,7 @@ def test_label_shares_count_rows_per_label_and_the_share() -> None:
 
 @pytest.fixture(scope="module")
 def rows() -> pl.DataFrame:
-    return prep.training_rows(classify(sample.generate(1500, 3), SETTINGS.prep)).drop("media_type")
+    return training_set.training_rows(classify(sample.generate(1500, 3), SETTINGS.prep)).drop("media_type")
 
 
 def _figures(rows: pl.DataFrame, name: str) -> dict[str, plt.Figure]:

@@ -6,7 +6,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from stages import analysis, analyze, extract, paths, prep, rows, sample
+from reel_driver.config import paths
+from reel_driver.data import sample
+from reel_driver.preparation import rows, training_set
+from reel_driver.selection import analysis
+from stages import analyze, extract, prep
 from tests.test_prep import SETTINGS
 
 
@@ -60,7 +64,7 @@ def test_categories_group_rare_values_and_nulls() -> None:
 
 @pytest.fixture(scope="module")
 def training_rows() -> pl.DataFrame:
-    return prep.training_rows(rows.classify(sample.generate(1200, 5), SETTINGS.prep)).drop("media_type")
+    return training_set.training_rows(rows.classify(sample.generate(1200, 5), SETTINGS.prep)).drop("media_type")
 
 
 def dtypes() -> dict[str, str]:
@@ -94,7 +98,7 @@ def test_every_feature_gets_a_decision_and_its_rule(training_rows: pl.DataFrame)
 
 
 def test_selection_maps_features_to_model_columns(training_rows: pl.DataFrame) -> None:
-    from stages import features
+    from reel_driver.preparation import features
 
     spec = features.fit(training_rows, SETTINGS.prep)
     found, _ = analysis.analyse(training_rows, SETTINGS.analysis, [], 5, dtypes())

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 import yaml
 
-from stages import paths
+from reel_driver.config import paths
 from tests.conftest import insert_rows
 from tests.test_extract import execute
 
@@ -222,7 +222,7 @@ def test_arrays_with_null_elements_are_read_and_encoded(stage_dir: Path) -> None
 
 # ---- the model: a booster without its ensemble file is refused, not scored alone -------
 
-@pytest.mark.parametrize("command", [["stages.evaluate"], ["stages.cli", "predict", "data/raw/training.parquet",
+@pytest.mark.parametrize("command", [["stages.evaluate"], ["reel_driver.cli", "predict", "data/raw/training.parquet",
                                                             "--out", "scored.parquet"]],
                          ids=["evaluate", "predict"])
 def test_a_model_without_its_ensemble_file_is_refused(stage_dir: Path, command: list[str]) -> None:

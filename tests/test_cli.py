@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from stages import cli
+from reel_driver import cli
 from tests.conftest import REPO
 
 COMMANDS = ("plots", "review", "params", "publish", "predict", "promote", "serve")
@@ -29,8 +29,10 @@ def test_every_command_parses_to_its_handler(capsys) -> None:
 # what each command imports when it runs, by module; MLflow takes 2 s to import
 IMPORTS = """
 import sys
-from stages import cli
-import stages.{module}
+import reel_driver.cli
+from reel_driver.cli import COMMAND_MODULES
+if "{module}" != "cli":
+    __import__(COMMAND_MODULES["{module}"])
 print(" ".join(sorted(m for m in ("adbc_driver_manager", "mlflow", "psycopg", "vl_convert", "xgboost") if m in sys.modules)))
 """
 
@@ -46,9 +48,9 @@ def test_a_command_imports_only_what_it_uses(module: str, loaded: str) -> None:
 
 
 def test_params_check_names_the_key(tmp_path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "stages.cli", "params", "check", "scale_pos_weight=9"], cwd=REPO,
+    ok = subprocess.run([sys.executable, "-m", "reel_driver.cli", "params", "check", "scale_pos_weight=9"], cwd=REPO,
                         capture_output=True, text=True)
     assert (ok.returncode, ok.stdout) == (0, "params.yaml with scale_pos_weight=9: valid\n")
-    bad = subprocess.run([sys.executable, "-m", "stages.cli", "params", "check", "serve.port=0"], cwd=REPO,
+    bad = subprocess.run([sys.executable, "-m", "reel_driver.cli", "params", "check", "serve.port=0"], cwd=REPO,
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "serve.port = 0" in bad.stderr

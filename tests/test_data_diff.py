@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from stages import data_diff
+from reel_driver.review import data_diff
 
 
 def sides(train: dict[str, int], test: dict[str, int]) -> pl.DataFrame:

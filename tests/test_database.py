@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from stages import database
-from stages.errors import PipelineError
+from reel_driver.config.errors import PipelineError
+from reel_driver.data import database
 
 PASSWORD = "hunter2-correct-horse"
 

@@ -12,8 +12,11 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from stages import database, extract, paths, schema
-from stages.errors import PipelineError
+from reel_driver.config import paths
+from reel_driver.config.errors import PipelineError
+from reel_driver.data import database, schema
+from reel_driver.preparation import training_set
+from stages import extract
 from tests.conftest import REPO, insert_rows
 
 AWKWARD_ROWS = """
@@ -314,7 +317,8 @@ def load_deployment(dsn: str, real_export: pl.DataFrame, deployment: str) -> Non
 
 @pytest.mark.parametrize("deployment", DEPLOYMENTS)
 def test_real_export_round_trips_through_postgres(workdir, from_postgres: str, real_export: pl.DataFrame, deployment: str) -> None:
-    from stages import params, prep, rows
+    from reel_driver.config import params
+    from reel_driver.preparation import rows
 
     load_deployment(from_postgres, real_export, deployment)
 
@@ -325,7 +329,7 @@ def test_real_export_round_trips_through_postgres(workdir, from_postgres: str, r
     expected = real_export.sort("imdb_id").with_columns(as_text)
     exported = raw.filter(pl.col("imdb_id").is_in(real_export.get_column("imdb_id").implode()))
     assert exported.select(real_export.columns).with_columns(as_text).equals(expected)
-    movies = prep.training_rows(rows.classify(raw, params.load().prep))
+    movies = training_set.training_rows(rows.classify(raw, params.load().prep))
     flagged = real_export.filter(pl.col("media_type") == "movie").sort("imdb_id").head(20 if deployment == "today-anomalous" else 0)
     flagged_positive = flagged.filter(pl.col("label") == "would_watch").height
     # exactly the reviewed movies: none of the pipeline's 450 rows
@@ -391,7 +395,7 @@ def test_auto_reads_the_database_where_the_environment_names_one(workdir, atp_db
     ],
 )
 def test_chosen_source(source: str, variable: str | None, chosen: tuple[str, str]) -> None:
-    assert extract.chosen_source(source, variable) == chosen
+    assert database.chosen_source(source, variable) == chosen
 
 
 def test_shipped_ddl_matches_the_production_schema() -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from stages import lock, paths
-from stages.errors import PipelineError
+from reel_driver.config import paths
+from reel_driver.config.errors import PipelineError
+from reel_driver.review import lock
 
 # per stage, the cached data its dvc.lock entry records
 RECORDED = {
@@ -78,7 +79,7 @@ def test_a_stale_lock_names_each_difference(repo_copy: Path, monkeypatch: pytest
 
 def test_the_review_refuses_a_stale_lock_in_one_line(repo_copy: Path) -> None:
     _replace(repo_copy / "params.yaml", "  budget: 18 ", "  budget: 19 ")
-    review = subprocess.run([sys.executable, "-m", "stages.cli", "review", "main"], cwd=repo_copy,
+    review = subprocess.run([sys.executable, "-m", "reel_driver.cli", "review", "main"], cwd=repo_copy,
                             capture_output=True, text=True)
     assert (review.returncode, review.stdout) == (1, "")
     assert review.stderr.splitlines() == [

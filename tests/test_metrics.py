@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stages import metrics
+from reel_driver.model import metrics
 
 LABELS = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
 PROBABILITIES = np.array([0.9, 0.3, 0.4, 0.1, 0.05, 0.2, 0.2, 0.1, 0.1, 0.35])

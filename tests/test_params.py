@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import params
-from stages.errors import PipelineError
+from reel_driver.config import params
+from reel_driver.config.errors import PipelineError
 
 PARAMS_FILE = Path(__file__).resolve().parent.parent / "params.yaml"
 REPO_PARAMS = yaml.safe_load(PARAMS_FILE.read_text())
@@ -269,7 +269,7 @@ def test_params_check_command_is_one_line_and_exit_1(workdir) -> None:
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "stages.cli", "params", "check"]
+    command = [sys.executable, "-m", "reel_driver.cli", "params", "check"]
     typo = subprocess.run([*command, "scale_pos_wieght=9"], capture_output=True, text=True)
     assert typo.returncode == 1 and typo.stdout == ""
     assert typo.stderr.startswith("error: params.yaml with scale_pos_wieght=9: unknown key scale_pos_wieght; "

@@ -1,8 +1,9 @@
 """dvc.yaml and the code agree, and the pipeline is reproducible byte for byte."""
 
 import ast
-import json
+import functools
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -10,17 +11,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grimp
 import polars as pl
 import pytest
 import yaml
 
-from stages import paths
-from stages.params import GRID_KEYS, Params
+from reel_driver.config import paths
+from reel_driver.config.params import GRID_KEYS, Params
 from tests.conftest import REPO
 
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
 STAGES = DVC_YAML["stages"]
-STAGE_MODULES = {p.stem for p in (REPO / "stages").glob("*.py")} & set(STAGES)
+STAGE_MODULES = {p.stem for p in (REPO / "stages").glob("*.py")} - {"__init__"}
 
 
 def out_paths(stage: dict) -> list[str]:
@@ -29,33 +31,23 @@ def out_paths(stage: dict) -> list[str]:
 
 
 ALL_OUTS = [out for stage in STAGES.values() for out in out_paths(stage)]
+CODE = ("stages/", "reel_driver/")
 
 
 def module_tree(name: str) -> ast.Module:
     return ast.parse((REPO / "stages" / f"{name}.py").read_text())
 
 
-def stages_imports(name: str) -> set[str]:
-    """The stages.* modules that ``name`` imports directly."""
-    found = set()
-    for node in ast.walk(module_tree(name)):
-        if isinstance(node, ast.ImportFrom) and node.module == "stages":
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stages."):
-            found.add(node.module.removeprefix("stages."))
-        elif isinstance(node, ast.Import):
-            found |= {a.name.removeprefix("stages.") for a in node.names if a.name.startswith("stages.")}
-    return found
+@functools.cache
+def import_graph() -> grimp.ImportGraph:
+    return grimp.build_graph("reel_driver", "stages", cache_dir=None)
 
 
-def imported_closure(name: str) -> set[str]:
-    seen, todo = set(), [name]
-    while todo:
-        module = todo.pop()
-        if module not in seen:
-            seen.add(module)
-            todo.extend(stages_imports(module))
-    return seen
+def code_files(name: str) -> set[str]:
+    """The files stage ``name`` runs: its module and every module of the package it imports, directly or
+    not (the packages' __init__.py files hold docstrings only: test_package_inits_are_docstrings)."""
+    modules = {f"stages.{name}", *import_graph().find_upstream_modules(f"stages.{name}")}
+    return {module.replace(".", "/") + ".py" for module in modules if not (REPO / module.replace(".", "/")).is_dir()}
 
 
 def attributes_of(name: str, owner: str) -> set[str]:
@@ -67,27 +59,29 @@ def attributes_of(name: str, owner: str) -> set[str]:
     }
 
 
-def test_every_stage_has_its_module_and_command() -> None:
+def test_stages_holds_exactly_the_dvc_stages_each_with_its_command() -> None:
+    # that no stage imports another is a contract of pyproject.toml's (tests/test_architecture.py)
     assert set(STAGES) == STAGE_MODULES
     for name, stage in STAGES.items():
         assert stage["cmd"] == f"python -m stages.{name}"
 
 
-@pytest.mark.parametrize("name", sorted(STAGES))
-def test_no_stage_imports_another(name: str) -> None:
-    assert not (stages_imports(name) & (STAGE_MODULES - {name}))
+def test_package_inits_are_docstrings() -> None:
+    for init in [REPO / "stages" / "__init__.py", *(REPO / "reel_driver").rglob("__init__.py")]:
+        body = ast.parse(init.read_text()).body
+        assert len(body) == 1 and isinstance(body[0].value, ast.Constant), init
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_code_deps_are_the_modules_the_stage_imports(name: str) -> None:
-    declared = {d for d in STAGES[name]["deps"] if d.startswith("stages/")}
-    assert declared == {f"stages/{m}.py" for m in imported_closure(name)}
+    declared = {d for d in STAGES[name]["deps"] if d.startswith(CODE)}
+    assert declared == code_files(name)
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
-def test_data_paths_are_the_ones_in_stages_paths(name: str) -> None:
+def test_data_paths_are_the_ones_in_reel_driver_paths(name: str) -> None:
     stage = STAGES[name]
-    declared = {d for d in stage.get("deps", []) if not d.startswith("stages/")} | set(out_paths(stage))
+    declared = {d for d in stage.get("deps", []) if not d.startswith(CODE)} | set(out_paths(stage))
     used = {str(getattr(paths, constant)) for constant in attributes_of(name, "paths")}
     assert declared == used
 
@@ -178,7 +172,7 @@ def test_the_users_dvc_flows(repo_copy: Path) -> None:
     pinned = next(line for line in diff.splitlines() if "best_params.scale_pos_weight" in line)
     assert float(pinned.split("|")[4]) == 9  # the workspace column
     assert "| metrics/evaluate.json | recall" in diff
-    review = subprocess.run([sys.executable, "-m", "stages.cli", "review", "main"], cwd=repo_copy, env=env,
+    review = subprocess.run([sys.executable, "-m", "reel_driver.cli", "review", "main"], cwd=repo_copy, env=env,
                             capture_output=True, text=True)
     report = review.stdout
     assert report.startswith("## Recall gate\n\nhold-out recall ") and "## Params against main" in report
@@ -193,7 +187,7 @@ def test_the_users_dvc_flows(repo_copy: Path) -> None:
     settings = yaml.safe_load(experiment_params)
     settings["review"]["recall_floor"] = 1.0
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    gated = subprocess.run([sys.executable, "-m", "stages.cli", "review", "main"], cwd=repo_copy, env=env,
+    gated = subprocess.run([sys.executable, "-m", "reel_driver.cli", "review", "main"], cwd=repo_copy, env=env,
                            capture_output=True, text=True)
     assert gated.returncode == 1 and gated.stdout.startswith("## Recall gate")
     assert gated.stderr.strip().splitlines()[-1].startswith("error: review: hold-out recall")
@@ -240,7 +234,7 @@ def test_the_owners_database_runs_are_reviewed_in_a_clone_without_the_database(
     no database then does what CI does: the review prints the database runs' metrics and names the
     movie (its data read from the remote), `dvc pull` restores every output byte for byte, `dvc
     status` is clean; and a newcomer's `dvc repro` there takes the sample."""
-    from stages import database, sample
+    from reel_driver.data import database, sample
     from tests.conftest import insert_rows
     from tests.test_extract import execute
 
@@ -284,7 +278,7 @@ def test_the_owners_database_runs_are_reviewed_in_a_clone_without_the_database(
     clone = tmp_path / "clone"
     run("git", "clone", "-q", str(repo_copy), str(clone))
     # the review checks the lock first: a stale one would be this one line, and no report
-    review = run(sys.executable, "-m", "stages.cli", "review", "HEAD~1", cwd=clone, env=no_database, ok=False)
+    review = run(sys.executable, "-m", "reel_driver.cli", "review", "HEAD~1", cwd=clone, env=no_database, ok=False)
     report = review.stdout
     assert report.startswith("## Recall gate\n\nhold-out recall "), review.stderr
     if review.returncode:  # the gate may fail on a small sample: then one line says why

@@ -14,7 +14,8 @@ import pytest
 import vl_convert
 import yaml
 
-from stages import paths, review
+from reel_driver.config import paths
+from reel_driver.review import report
 
 SWEEP = "Recall, precision and F2 by threshold (hold-out)"
 GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
@@ -52,10 +53,10 @@ def drawn(tmp_path_factory: pytest.TempPathFactory) -> dict:
     previous = Path.cwd()
     os.chdir(root)
     try:
-        plots = review._dvc_plots(["HEAD"])
+        plots = report._dvc_plots(["HEAD"])
     finally:
         os.chdir(previous)
-    svgs = {plot_id: vl_convert.vegalite_to_svg(spec) for plot_id, spec in review._vega_specs(plots)}
+    svgs = {plot_id: vl_convert.vegalite_to_svg(spec) for plot_id, spec in report._vega_specs(plots)}
     return {"plots": plots, "svg": svgs, "confusion": {"workspace": confusion, "HEAD": baseline[paths.PLOT_CONFUSION]},
             "importance": {"workspace": importance, "HEAD": baseline[paths.PLOT_IMPORTANCE]},
             "definitions": yaml.safe_load((root / "dvc.yaml").read_text())["plots"]}
@@ -159,6 +160,6 @@ def test_importance_labels_every_feature_of_either_revision_without_overlap(draw
 
 def test_every_plot_renders_to_png_and_offline_svg(drawn: dict, tmp_path: Path) -> None:
     # what reel-driver review and reel-driver plots write from the same DVC output
-    images = review.write_pngs(drawn["plots"], tmp_path)
+    images = report.write_pngs(drawn["plots"], tmp_path)
     assert len(images) == 5 and all(image.read_bytes().startswith(b"\x89PNG") for _, image in images)
-    assert review.render_offline(drawn["plots"]).count("<svg") == 5
+    assert report.render_offline(drawn["plots"]).count("<svg") == 5

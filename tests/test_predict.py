@@ -7,8 +7,10 @@ import polars as pl
 import psycopg
 import pytest
 
-from stages import paths, predict, scoring
-from stages.errors import PipelineError
+from reel_driver.commands import predict
+from reel_driver.config import paths
+from reel_driver.config.errors import PipelineError
+from reel_driver.model import scoring
 from tests.conftest import insert_rows
 from tests.test_scoring import hold_out_raw
 

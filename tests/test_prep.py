@@ -5,11 +5,14 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-
-from stages import features, params, paths, prep, rows, schema
-from stages.errors import PipelineError
-from tests.conftest import REPO
 import yaml
+
+from reel_driver.config import params, paths
+from reel_driver.config.errors import PipelineError
+from reel_driver.data import schema
+from reel_driver.preparation import features, rows, training_set
+from stages import prep
+from tests.conftest import REPO
 
 SETTINGS = params.parse(yaml.safe_load((REPO / "params.yaml").read_text()))
 
@@ -50,32 +53,32 @@ def test_training_rows_keep_media_types_drop_anomalous_and_encode_label() -> Non
         label=["would_watch", "would_watch", "would_not_watch", "would_watch", "would_not_watch"],
         anomalous=[False, False, False, True, False],
     )
-    kept = prep.training_rows(table)
+    kept = training_set.training_rows(table)
     assert kept.get_column("imdb_id").to_list() == ["tt1000000", "tt1000002"]
     assert kept.get_column("label").to_list() == [1, 0]
     assert rows.KIND not in kept.columns and rows.TRAINING not in kept.columns
 
     settings = prep_settings(drop_anomalous=False, media_types=["movie", "tv_season"])
-    with_flagged = prep.training_rows(rows.classify(table.drop(rows.ADDED), settings))
+    with_flagged = training_set.training_rows(rows.classify(table.drop(rows.ADDED), settings))
     assert with_flagged.get_column("imdb_id").to_list() == ["tt1000000", "tt1000002", "tt1000003", "tt1000004"]
 
 
 def test_no_reviewed_true_at_all_is_one_error_naming_the_count_and_the_switch() -> None:
     table = classified(label=["would_watch", "would_not_watch", None], reviewed=[False, None, False])
     with pytest.raises(PipelineError) as error:
-        prep.check_rows(table, prep_settings())
+        training_set.check_rows(table, prep_settings())
     assert str(error.value) == (
         "column reviewed: none of the 2 labeled rows is reviewed (TRUE), so no label was confirmed by a person; "
         "confirm labels in the review screens, or set prep.include_unreviewed: true to train on the 2 unconfirmed labels"
     )
     # with the switch the same table trains on both
     settings = prep_settings(include_unreviewed=True)
-    prep.check_rows(classified(settings, label=["would_watch", "would_not_watch", None], reviewed=[False, None, False]), settings)
+    training_set.check_rows(classified(settings, label=["would_watch", "would_not_watch", None], reviewed=[False, None, False]), settings)
 
 
 def test_a_table_with_no_label_at_all_has_no_training_rows() -> None:
     with pytest.raises(PipelineError, match=r"prep: no training rows among 2: 0 labeled"):
-        prep.check_rows(classified(label=[None, None]), prep_settings())
+        training_set.check_rows(classified(label=[None, None]), prep_settings())
 
 
 # ---- split ---------------------------------------------------------------------------
@@ -90,34 +93,34 @@ def labeled_rows(n: int, positives: int, first: int = 1000000) -> pl.DataFrame:
 
 def test_split_is_seeded_sorted_and_close_to_test_size() -> None:
     table = labeled_rows(4000, 400)
-    train, test = prep.split(table, params.SplitParams(test_size=0.15, seed=42))
+    train, test = training_set.split(table, params.SplitParams(test_size=0.15, seed=42))
     assert train.height + test.height == 4000
     assert set(train.get_column("imdb_id")).isdisjoint(test.get_column("imdb_id"))
     assert train.get_column("imdb_id").is_sorted() and test.get_column("imdb_id").is_sorted()
     # a Bernoulli(0.15) draw per movie: 600 +- 23 expected, 60 +- 7 positives
     assert abs(test.height - 600) < 70 and abs(test.get_column("label").sum() - 60) < 21
-    again, _ = prep.split(table, params.SplitParams(test_size=0.15, seed=42))
-    other, _ = prep.split(table, params.SplitParams(test_size=0.15, seed=43))
+    again, _ = training_set.split(table, params.SplitParams(test_size=0.15, seed=42))
+    other, _ = training_set.split(table, params.SplitParams(test_size=0.15, seed=43))
     assert again.equals(train) and not other.equals(train)
 
 
 def test_a_movie_stays_on_its_side_when_rows_arrive_leave_or_change_label() -> None:
     settings = params.SplitParams(test_size=0.15, seed=42)
     before = labeled_rows(2000, 200)
-    _, test = prep.split(before, settings)
+    _, test = training_set.split(before, settings)
     # 500 new movies, 300 gone, every label flipped: the movies both hold keep their side
     after = pl.concat([before.slice(300), labeled_rows(500, 50, first=5000000)]).with_columns(label=1 - pl.col("label"))
-    _, test_after = prep.split(after, settings)
+    _, test_after = training_set.split(after, settings)
     kept = set(after.get_column("imdb_id"))
     assert set(test.get_column("imdb_id")) & kept == set(test_after.get_column("imdb_id")) & set(before.get_column("imdb_id"))
-    assert prep.held_out(pl.Series(["tt1000007"]), settings).to_list() == prep.held_out(
+    assert training_set.held_out(pl.Series(["tt1000007"]), settings).to_list() == training_set.held_out(
         pl.Series(["tt0000001", "tt1000007"]), settings).to_list()[1:]
 
 
 def test_a_side_without_both_classes_says_so() -> None:
     table = labeled_rows(10, 1)
     with pytest.raises(PipelineError, match=r"split: the (training|hold-out) side of split.test_size=0.15 \(seed 42\) holds"):
-        prep.split(table, params.SplitParams(test_size=0.15, seed=42))
+        training_set.split(table, params.SplitParams(test_size=0.15, seed=42))
 
 
 # ---- data metrics ----------------------------------------------------------------------
@@ -131,9 +134,9 @@ def test_data_metrics_count_every_kind_of_row() -> None:
         reviewed=[True, True, True, False, False, True, True, True, False],
         anomalous=[False, False, False, False, False, False, True, False, False],
     )
-    train = prep.training_rows(table).head(2)
-    test = prep.training_rows(table).tail(1)
-    assert prep.data_metrics(table, train, test) == {
+    train = training_set.training_rows(table).head(2)
+    test = training_set.training_rows(table).tail(1)
+    assert training_set.data_metrics(table, train, test) == {
         "rows": 9,
         "media_types": {"movie": 7, "tv_show": 1, "tv_season": 0, "tv_episode_pack": 1},
         "labels": {"reviewed": 5, "unreviewed": 1, "unlabeled": 3, "reviewed_without_label": 1},
@@ -277,7 +280,7 @@ def test_prep_stage_on_the_sample(workdir) -> None:
     test = pl.read_parquet(paths.PREPARED_TEST)
     spec = json.loads(paths.FEATURES.read_text())
     normalization = json.loads(paths.NORMALIZATION.read_text())
-    assert train.columns == [*prep.ID_COLUMNS, prep.LABEL, *spec["columns"]] == test.columns
+    assert train.columns == [*training_set.ID_COLUMNS, training_set.LABEL, *spec["columns"]] == test.columns
     assert set(train.get_column("imdb_id")).isdisjoint(test.get_column("imdb_id"))
     assert abs(test.height / (train.height + test.height) - 0.15) < 0.02
     rate = train.get_column("label").mean()
@@ -307,8 +310,8 @@ def test_only_confirmed_labels_reach_the_prepared_rows(workdir) -> None:
 def test_new_arrivals_and_pipeline_labels_leave_the_prepared_files_byte_identical(workdir) -> None:
     import hashlib
 
+    from reel_driver.data.outputs import write_parquet
     from stages import extract
-    from stages.outputs import write_parquet
 
     extract.main()
     prep.main()

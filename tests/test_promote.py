@@ -6,8 +6,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from stages import paths, promote, registry
-from stages.errors import PipelineError
+from reel_driver.commands import promote
+from reel_driver.config import paths
+from reel_driver.config.errors import PipelineError
+from reel_driver.tracking import registry
 from tests.conftest import copy_of_store
 
 

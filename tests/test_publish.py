@@ -10,8 +10,10 @@ import polars as pl
 import psycopg
 import pytest
 
-from stages import database, paths, publish
-from stages.errors import PipelineError
+from reel_driver.commands import publish
+from reel_driver.config import paths
+from reel_driver.config.errors import PipelineError
+from reel_driver.data import database
 from tests.conftest import REPO, insert_rows, model_identity
 
 PREDICTION_DDL = REPO / "tests" / "data" / "atp_prediction.sql"

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from stages import params, review
+from reel_driver.config import params
+from reel_driver.review import report
 
 SPEC = {
     "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
@@ -15,14 +16,14 @@ SPEC = {
 
 
 def test_offline_page_inlines_every_plot_and_loads_nothing() -> None:
-    page = review.render_offline({"sweep <1>": [{"type": "vega", "content": SPEC}], "image": [{"type": "image"}]})
+    page = report.render_offline({"sweep <1>": [{"type": "vega", "content": SPEC}], "image": [{"type": "image"}]})
     assert page.count("<svg") == 1
     assert "<h2>sweep &lt;1&gt;</h2>" in page
     assert not re.search(r"<script|<link|src=", page)
 
 
 def test_no_plots_says_what_to_do() -> None:
-    assert "run <code>dvc repro</code> first" in review.render_offline({})
+    assert "run <code>dvc repro</code> first" in report.render_offline({})
 
 
 GATE = params.ReviewParams(recall_drop_tolerance=0.05, recall_floor=0.6)
@@ -41,7 +42,7 @@ GATE = params.ReviewParams(recall_drop_tolerance=0.05, recall_floor=0.6)
     ],
 )
 def test_recall_gate(recall: dict, verdict: str, failure: str | None) -> None:
-    line, failed = review.recall_gate({"metrics/evaluate.json": {"recall": recall}}, GATE, "main")
+    line, failed = report.recall_gate({"metrics/evaluate.json": {"recall": recall}}, GATE, "main")
     assert verdict in line
     assert failed == failure
 
@@ -49,6 +50,6 @@ def test_recall_gate(recall: dict, verdict: str, failure: str | None) -> None:
 def test_review_images_are_png_files_named_after_the_plots(tmp_path) -> None:
     plots = {plot_id: [{"type": "vega", "content": SPEC}]
              for plot_id in ("Recall by threshold (hold-out)", "metrics/a/roc.json", "metrics/b/roc.json")}
-    written = review.write_pngs(plots, tmp_path)
+    written = report.write_pngs(plots, tmp_path)
     assert [path.name for _, path in written] == ["recall_by_threshold_hold_out.png", "roc.png", "roc_1.png"]
     assert all(path.read_bytes().startswith(b"\x89PNG") for _, path in written)

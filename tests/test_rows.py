@@ -3,7 +3,7 @@
 import polars as pl
 import pytest
 
-from stages import rows
+from reel_driver.preparation import rows
 from tests.test_prep import prep_settings
 
 

@@ -7,7 +7,9 @@ import pytest
 from sklearn.metrics import average_precision_score
 from xgboost import XGBClassifier
 
-from stages import features, params, prep, rows, sample, schema
+from reel_driver.config import params
+from reel_driver.data import sample, schema
+from reel_driver.preparation import features, rows, training_set
 from tests.test_prep import SETTINGS
 
 MOVIE = pl.col("media_type") == "movie"
@@ -123,7 +125,7 @@ def test_the_owners_preferences_are_planted(large: pl.DataFrame) -> None:
 
 
 def test_a_model_has_something_to_learn(large: pl.DataFrame) -> None:
-    train, test = prep.split(prep.training_rows(rows.classify(large, SETTINGS.prep)), params.SplitParams(test_size=0.25, seed=0))
+    train, test = training_set.split(training_set.training_rows(rows.classify(large, SETTINGS.prep)), params.SplitParams(test_size=0.25, seed=0))
     spec = features.fit(train, SETTINGS.prep)
     model = XGBClassifier(n_estimators=100, max_depth=4, enable_categorical=True, random_state=0, n_jobs=2)
     model.fit(features.build(train, spec).to_pandas(), train.get_column("label").to_numpy())

@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages import database, schema
-from stages.errors import PipelineError
+from reel_driver.config.errors import PipelineError
+from reel_driver.data import database, schema
 
 
 def rows(**changes: list) -> pl.DataFrame:

@@ -15,8 +15,10 @@ import pytest
 import xgboost as xgb
 from sklearn.metrics import log_loss
 
-from stages import ensemble, params, paths, registry, scoring, search
-from stages.errors import PipelineError
+from reel_driver.config import params, paths
+from reel_driver.config.errors import PipelineError
+from reel_driver.model import ensemble, scoring, search
+from reel_driver.tracking import registry
 from tests.conftest import free_port
 
 
@@ -124,7 +126,8 @@ def test_the_text_branch_and_the_ensemble_score_alike_in_evaluate_predict_publis
         text_pipeline: Path, atp_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
-    from stages import features, predict, publish
+    from reel_driver.commands import predict, publish
+    from reel_driver.preparation import features
     from tests.conftest import insert_rows
     from tests.test_publish import published
 

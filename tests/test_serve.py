@@ -18,11 +18,13 @@ import polars as pl
 import pytest
 import yaml
 
-from stages import paths, registry, serve
+from reel_driver.config import paths
+from reel_driver.serving import api
+from reel_driver.tracking import registry
 from tests.conftest import ISOLATED, copy_of_store, free_port, model_identity
 from tests.test_scoring import hold_out_raw
 
-FIELDS = list(serve.Movie.model_fields)
+FIELDS = list(api.Movie.model_fields)
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Server:
         return Client(self.port)
 
     def promote(self, *arguments: str, cwd: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "stages.cli", "promote", *arguments], cwd=cwd, env=self.env,
+        return subprocess.run([sys.executable, "-m", "reel_driver.cli", "promote", *arguments], cwd=cwd, env=self.env,
                               capture_output=True, text=True)
 
 
@@ -73,16 +75,16 @@ def wait_for(condition, seconds: float, what: str) -> None:
 
 
 def test_a_model_reading_a_field_the_media_pipeline_never_sends_is_not_served() -> None:
-    from stages import features
+    from reel_driver.preparation import features
     from tests.test_prep import prep_settings, raw_rows
 
-    sent = set(FIELDS) - {"imdb_id", *serve.NOT_SENT}
+    sent = set(FIELDS) - {"imdb_id", *api.NOT_SENT}
     assert len(sent) == 18  # the metadata fields the media pipeline sends
     train = raw_rows(production_companies=[["A24"], ["A24", "Neon"]], genre=[["Drama"], ["Drama"]])
     default = prep_settings(min_count=1)
-    assert serve.unsent_fields(features.fit(train, default)) == []
+    assert api.unsent_fields(features.fit(train, default)) == []
     with_companies = default.model_copy(update={"list_columns": [*default.list_columns, "production_companies"]})
-    assert serve.unsent_fields(features.fit(train, with_companies)) == ["production_companies"]
+    assert api.unsent_fields(features.fit(train, with_companies)) == ["production_companies"]
 
 
 @pytest.fixture(scope="module", params=["sample", pytest.param("sample, text branch and ensemble", marks=pytest.mark.slow),
@@ -105,7 +107,7 @@ def server(pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     env = {key: value for key, value in os.environ.items() if key not in ISOLATED} | {"MLFLOW_TRACKING_URI": store}
     port, log = free_port(), home / "serve.log"
     with log.open("w") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "stages.cli", "serve", "--port", str(port)], cwd=home,
+        process = subprocess.Popen([sys.executable, "-m", "reel_driver.cli", "serve", "--port", str(port)], cwd=home,
                                    env=env, stdout=sink, stderr=subprocess.STDOUT)
     running = Server(port, env, log, store)
 

@@ -4,13 +4,13 @@ tests/test_bad_input.py)."""
 import mlflow
 import pytest
 
-from stages import tracking
-from stages.errors import PipelineError
+from reel_driver.config.errors import PipelineError
+from reel_driver.tracking import runs
 
 
 def test_a_logging_error_fails_the_stage_with_one_line(workdir, tmp_path) -> None:
     with pytest.raises(PipelineError) as failed:
-        with tracking.run("train"):
+        with runs.run("train"):
             mlflow.log_param("search.budget", 12)
             mlflow.log_param("search.budget", 6)  # a param cannot change within a run: a bug in the stage
     message = str(failed.value)

@@ -12,21 +12,13 @@ import xgboost as xgb
 from sklearn.metrics import fbeta_score
 from sklearn.model_selection import StratifiedKFold
 
-from stages import (
-    analyze,
-    evaluate,
-    extract,
-    features,
-    params,
-    paths,
-    prep,
-    registry,
-    rows,
-    sample,
-    search,
-    train,
-)
-from stages.errors import PipelineError
+from reel_driver.config import params, paths
+from reel_driver.config.errors import PipelineError
+from reel_driver.data import sample
+from reel_driver.model import fitting, search
+from reel_driver.preparation import features, rows, training_set
+from reel_driver.tracking import registry
+from stages import analyze, evaluate, extract, prep, train
 from tests.conftest import model_identity
 from tests.test_prep import SETTINGS
 
@@ -53,7 +45,7 @@ def search_settings(**changes: object) -> params.SearchParams:
 
 @pytest.fixture(scope="module")
 def data():
-    training = prep.training_rows(rows.classify(sample.generate(1500, 3), SETTINGS.prep))
+    training = training_set.training_rows(rows.classify(sample.generate(1500, 3), SETTINGS.prep))
     spec = features.fit(training, SETTINGS.prep)
     return features.build(training, spec), training.get_column("label").to_numpy()
 
@@ -97,13 +89,13 @@ def test_grid_search_finds_the_brute_force_best_cell(data) -> None:
 def test_the_ensemble_averages_members_fitted_as_the_booster_was_on_each_fold(data) -> None:
     from lightgbm import LGBMClassifier
 
-    from stages import ensemble
+    from reel_driver.model import ensemble
 
     features_, labels = data
     settings = SETTINGS.model_copy(update={
         "search": search_settings(), "train": SETTINGS.train.model_copy(update={"ensemble": ["lightgbm", "catboost"]})})
     outcome = search.search(search.make_folds(features_, labels, 3, 7), TINY_GRID, settings.search, "cpu")
-    members, oof = train.with_members(features_, labels, outcome, settings)
+    members, oof = fitting.with_members(features_, labels, outcome, settings.train.ensemble, settings.search)
     assert [member.family for member in members] == ["lightgbm", "catboost"]
 
     # the mean of three out-of-fold probabilities: the booster's, and each member's from the same folds,
@@ -130,8 +122,7 @@ def test_the_ensemble_averages_members_fitted_as_the_booster_was_on_each_fold(da
     restored = [ensemble.Member.from_json(entry) for entry in ensemble.to_json(members)["members"]]
     for member, again in zip(members, restored, strict=True):
         assert np.array_equal(member.probabilities(features_[:50]), again.probabilities(features_[:50]))
-    without = settings.model_copy(update={"train": SETTINGS.train.model_copy(update={"ensemble": []})})
-    assert train.with_members(features_, labels, outcome, without) == ([], outcome.best_probabilities)
+    assert fitting.with_members(features_, labels, outcome, [], settings.search) == ([], outcome.best_probabilities)
 
 
 def test_halving_grows_only_the_best_third_and_scores_them_as_one_fit_would(data) -> None:

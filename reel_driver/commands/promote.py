@@ -5,8 +5,10 @@ champion. The one deliberate step between a training run and the media pipeline.
 import logging
 from pathlib import Path
 
-from stages import metrics, params, paths, registry
-from stages.errors import PipelineError
+from reel_driver.config import params, paths
+from reel_driver.config.errors import PipelineError
+from reel_driver.model import metrics
+from reel_driver.tracking import registry
 
 log = logging.getLogger("reel_driver.promote")
 

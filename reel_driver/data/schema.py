@@ -11,7 +11,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages.errors import PipelineError
+from reel_driver.config.errors import PipelineError
 
 LABELS = ("would_watch", "would_not_watch")
 MEDIA_TYPES = ("movie", "tv_show", "tv_season", "tv_episode_pack")
@@ -57,7 +57,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("metascore", pl.Int16(), "int2"),
     Column("imdb_rating", pl.Float64(), "float8"),
     Column("imdb_votes", pl.Int64(), "int8"),
-    # Only newer deployments have the flags (stages/rows.py says what they decide).
+    # Only newer deployments have the flags (reel_driver/preparation/rows.py says what they decide).
     Column("human_labeled", pl.Boolean(), "bool", required=False),
     Column("anomalous", pl.Boolean(), "bool", required=False),
     Column("reviewed", pl.Boolean(), "bool", required=False),

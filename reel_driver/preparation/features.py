@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
-from stages.params import PrepParams
+from reel_driver.config.params import PrepParams
 
 CONTINUOUS = (
     "release_year", "budget", "revenue", "runtime", "tmdb_rating",
@@ -76,7 +76,9 @@ class TextEncoding(BaseModel):
 
 def tfidf(vocabulary: list[str] | None = None):
     """The text branch's TF-IDF: fitted (a vocabulary of terms in at least 2 rows), or over ``vocabulary``."""
-    from sklearn.feature_extraction.text import TfidfVectorizer  # only a build with text pays for it
+    from sklearn.feature_extraction.text import (
+        TfidfVectorizer,  # only a build with text pays for it
+    )
 
     return TfidfVectorizer(sublinear_tf=True, stop_words="english", min_df=2 if vocabulary is None else 1,
                            max_features=None if vocabulary else TEXT_TERMS, vocabulary=vocabulary, dtype=np.float64)

@@ -24,7 +24,11 @@ from fastapi.responses import JSONResponse
 from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from stages import features, params, registry, schema, scoring
+from reel_driver.config import params
+from reel_driver.data import schema
+from reel_driver.model import scoring
+from reel_driver.preparation import features
+from reel_driver.tracking import registry
 
 log = logging.getLogger("reel_driver.serve")
 

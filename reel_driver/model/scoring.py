@@ -15,8 +15,10 @@ import numpy as np
 import polars as pl
 import xgboost as xgb
 
-from stages import ensemble, features, metrics, schema
-from stages.errors import PipelineError
+from reel_driver.config.errors import PipelineError
+from reel_driver.data import schema
+from reel_driver.model import ensemble, metrics
+from reel_driver.preparation import features
 
 ID = "imdb_id"
 

@@ -15,8 +15,8 @@ from scipy.stats.contingency import association
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold
 
-from stages import features
-from stages.params import AnalysisParams
+from reel_driver.config.params import AnalysisParams
+from reel_driver.preparation import features
 
 CONTINUOUS = features.CONTINUOUS
 LISTS = ("genre", "spoken_languages", "origin_country", "production_countries", "production_companies")

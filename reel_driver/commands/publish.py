@@ -6,7 +6,10 @@ import logging
 import polars as pl
 from psycopg import sql
 
-from stages import database, metrics, params, paths, tracking
+from reel_driver.config import params, paths
+from reel_driver.data import database
+from reel_driver.model import metrics
+from reel_driver.tracking import runs
 
 log = logging.getLogger("reel_driver.publish")
 
@@ -59,7 +62,7 @@ def publish(table_name: str | None) -> None:
     settings = params.load()
     rows = labeled(
         pl.read_parquet(paths.OUT_OF_FOLD), pl.read_parquet(paths.PREDICTIONS), settings.evaluate.threshold
-    ).with_columns(model_sha256=pl.lit(tracking.model_sha256(paths.MODEL, paths.ENSEMBLE)))
+    ).with_columns(model_sha256=pl.lit(runs.model_sha256(paths.MODEL, paths.ENSEMBLE)))
     table = database.identifier(table_name or settings.publish.table)
     with database.connect() as conn:
         written = database.replace_rows(conn, table, predictions_table(table), rows.iter_slices(settings.publish.batch_rows))

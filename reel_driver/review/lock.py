@@ -6,7 +6,7 @@ whether the metrics it is about to compare come from the code and params beside 
 review refuses a stale lock; a test holds the repository's own lock to it.
 """
 
-from stages.errors import PipelineError
+from reel_driver.config.errors import PipelineError
 
 # `dvc status` for a cached output (or a dependency on one) that this clone does not hold: the
 # data lives in another cache or a remote, which says nothing about the lock

@@ -20,8 +20,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages import schema
-from stages.errors import PipelineError
+from reel_driver.config.errors import PipelineError
+from reel_driver.data import schema
 
 if TYPE_CHECKING:
     import psycopg
@@ -371,3 +371,12 @@ def replace_rows(
             f"writing {table.as_string(conn)} failed, its previous content is unchanged: {' '.join(str(error).split())}"
         ) from error
     return rows
+
+
+def chosen_source(source: str, server_variable: str | None) -> tuple[str, str]:
+    """The source to read ("sample" or "postgres") and why, in words for the log."""
+    if source != "auto":
+        return source, f"extract.source {source}"
+    if server_variable:
+        return "postgres", f"extract.source auto, {server_variable} is set"
+    return "sample", f"extract.source auto, none of {', '.join(SERVER_VARIABLES)} is set"

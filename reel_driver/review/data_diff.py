@@ -8,7 +8,9 @@ the owner fixes labels in the review screens, the next review names them.
 
 import polars as pl
 
-from stages import metrics, paths, schema
+from reel_driver.config import paths
+from reel_driver.data import schema
+from reel_driver.model import metrics
 
 KEY = ["imdb_id", "media_title", "label"]
 SIDES = {"train": paths.PREPARED_TRAIN, "hold-out": paths.PREPARED_TEST}

@@ -9,15 +9,25 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
-from stages import params, paths
-from stages.errors import run_stage
+from reel_driver.config import params, paths
+from reel_driver.config.errors import run_stage
 
 OFFLINE_PLOTS = Path("dvc_plots/offline.html")
 REVIEW_PLOTS = Path("dvc_plots/review")
 
 
-def _command(module: str) -> ModuleType:
-    return importlib.import_module(f"stages.{module}")
+# each command's module, imported only when the command runs (cli itself imports config alone)
+COMMAND_MODULES = {
+    "predict": "reel_driver.commands.predict",
+    "publish": "reel_driver.commands.publish",
+    "promote": "reel_driver.commands.promote",
+    "review": "reel_driver.review.report",
+    "serve": "reel_driver.serving.api",
+}
+
+
+def _command(name: str) -> ModuleType:
+    return importlib.import_module(COMMAND_MODULES[name])
 
 
 def check_params(arguments: argparse.Namespace) -> None:

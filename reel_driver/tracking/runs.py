@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from stages.ensemble import check_present
-from stages.errors import PipelineError
+from reel_driver.config.errors import PipelineError
+from reel_driver.model.ensemble import check_present
 
 if TYPE_CHECKING:
     import mlflow

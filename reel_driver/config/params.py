@@ -11,11 +11,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 
-from stages import paths
-from stages.errors import PipelineError
+from reel_driver.config import paths
+from reel_driver.config.errors import PipelineError
 
 MediaType = Literal["movie", "tv_show", "tv_season", "tv_episode_pack"]
 ListColumn = Literal["origin_country", "production_countries", "spoken_languages", "genre", "production_companies"]

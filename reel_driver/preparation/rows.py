@@ -12,7 +12,7 @@ backlog the owner reviews next.
 
 import polars as pl
 
-from stages.params import PrepParams
+from reel_driver.config.params import PrepParams
 
 KIND = "kind"
 # the label's state: what the review screens would show about it

@@ -13,9 +13,11 @@ from pathlib import Path
 import polars as pl
 import vl_convert
 
-from stages import data_diff, lock, metrics, params, paths
-from stages.errors import PipelineError
-from stages.outputs import write_bytes, write_text
+from reel_driver.config import params, paths
+from reel_driver.config.errors import PipelineError
+from reel_driver.data.outputs import write_bytes, write_text
+from reel_driver.model import metrics
+from reel_driver.review import data_diff, lock
 
 
 def _dvc(*command: str) -> str:

@@ -35,9 +35,10 @@ import xgboost as xgb
 from sklearn.model_selection import StratifiedKFold
 from tqdm import tqdm
 
-from stages import features, metrics
-from stages.errors import PipelineError
-from stages.params import SearchParams
+from reel_driver.config.errors import PipelineError
+from reel_driver.config.params import SearchParams
+from reel_driver.model import metrics
+from reel_driver.preparation import features
 
 log = logging.getLogger("reel_driver.search")
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from stages import analysis  # noqa: E402
+from reel_driver.selection import analysis  # noqa: E402
 
 TOP_CATEGORIES = 25
 LABELS = ("would_not_watch", "would_watch")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from stages.errors import PipelineError
+from reel_driver.config.errors import PipelineError
 
 FAMILIES = ("lightgbm", "catboost")
 # CatBoost reads a category as its text; a missing one needs a text of its own

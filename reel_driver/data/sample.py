@@ -19,7 +19,7 @@ import polars as pl
 from scipy.optimize import brentq
 from scipy.special import expit
 
-from stages import schema
+from reel_driver.data import schema
 
 # Relative frequencies in the real export (per 1,000 list entries, rounded).
 GENRES = {

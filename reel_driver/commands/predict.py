@@ -8,16 +8,19 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from stages import database, params, paths, rows, schema, scoring
-from stages.errors import PipelineError
-from stages.outputs import write_parquet_batches
+from reel_driver.config import params, paths
+from reel_driver.config.errors import PipelineError
+from reel_driver.data import database, schema
+from reel_driver.data.outputs import write_parquet_batches
+from reel_driver.model import scoring
+from reel_driver.preparation import rows
 
 log = logging.getLogger("reel_driver.predict")
 
 
 def _table_rows(table_name: str, scorer: scoring.Scorer, settings: params.Params, every: bool) -> Iterator[pl.DataFrame]:
     """Rows of a table in the atp.training shape with their label and kind: the backlog
-    (stages/rows.py: kept media types that are not training rows), or ``every`` row."""
+    (reel_driver/preparation/rows.py: kept media types that are not training rows), or ``every`` row."""
     needed = [*scoring.required_columns(scorer.spec), "media_type"]
     with database.reading() as conn:
         available = database.table_columns(conn, table_name)

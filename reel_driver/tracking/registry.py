@@ -25,8 +25,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
-from stages import features, schema, scoring, tracking
-from stages.errors import PipelineError
+from reel_driver.config.errors import PipelineError
+from reel_driver.data import schema
+from reel_driver.model import scoring
+from reel_driver.preparation import features
+from reel_driver.tracking import runs
 
 log = logging.getLogger("reel_driver.registry")
 
@@ -107,18 +110,18 @@ def log_served_model(paths_: dict[str, Path], spec: features.FeatureSpec, traini
     as "serving" and register it as a new version of `reel-driver`; returns the version."""
     logging.getLogger("mlflow.pyfunc").addFilter(_not_the_pickle_hint)  # added once, however often called
     info = mlflow.pyfunc.log_model(
-        pip_requirements=tracking.requirements(families),
+        pip_requirements=runs.requirements(families),
         name="serving",
         python_model=ServedModel(),
         artifacts={name: str(path) for name, path in paths_.items()},
-        code_paths=[str(Path(__file__).parent)],
+        code_paths=[str(Path(__file__).parents[1])],  # the whole reel_driver package
         signature=serving_signature(spec),
         input_example=serving_example(spec),
         registered_model_name=REGISTERED_MODEL,
     )
     version = str(info.registered_model_version)
     client = MlflowClient()
-    identity = tracking.model_sha256(paths_["model"], paths_.get("ensemble"))
+    identity = runs.model_sha256(paths_["model"], paths_.get("ensemble"))
     for key, value in {MODEL_SHA256: identity, TRAINING_ROWS: str(training_rows)}.items():
         client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
     return version
@@ -193,7 +196,7 @@ def record_evaluation(model_sha256: str, scores: dict, evaluate_run_id: str) -> 
 
 def connect() -> tuple[MlflowClient, str]:
     """A client of the repository's store (MLFLOW_TRACKING_URI overrides it) and where that is."""
-    where = tracking.use_store()
+    where = runs.use_store()
     return MlflowClient(), where
 
 
@@ -218,7 +221,7 @@ def of_model_file(client: MlflowClient, model: Path, ensemble: Path | None) -> V
     """The newest version of the workspace's model (models/model.json and models/ensemble.json)."""
     if not model.exists():
         raise PipelineError(f"{model} does not exist: run dvc repro first, or name a version")
-    sha = tracking.model_sha256(model, ensemble)
+    sha = runs.model_sha256(model, ensemble)
     versions = _versions(client, sha)
     if not versions:
         raise PipelineError(f"no version of {REGISTERED_MODEL} holds {model} (sha256 {sha[:12]}): its train run "
@@ -240,7 +243,7 @@ def load_scorer(version: Version) -> scoring.Scorer:
                                                          dst_path=directory))
         artifacts = Model.load(local / "MLmodel").flavors["python_function"]["artifacts"]
         files = {name: local / entry["path"] for name, entry in artifacts.items()}
-        if version.model_sha256 and tracking.model_sha256(files["model"], files.get("ensemble")) != version.model_sha256:
+        if version.model_sha256 and runs.model_sha256(files["model"], files.get("ensemble")) != version.model_sha256:
             raise PipelineError(f"{REGISTERED_MODEL} version {version.version}: its model files do not match "
                                 f"the sha256 train recorded ({version.model_sha256[:12]})")
         return scoring.Scorer.load(files["features"], files["normalization"], files["model"], files.get("ensemble"))
