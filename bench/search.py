@@ -93,7 +93,7 @@ def prepare(workspace: Path, split_seed: int, real: bool, changes: dict | None =
     if real:
         # what extract writes from the production table, without a server
         code = (
-            "import polars as pl; from stages import schema, outputs, paths; "
+            "import polars as pl; from reel_driver.config import paths; from reel_driver.data import outputs, schema; "
             f"real = pl.read_parquet({str(REAL_EXPORT)!r}); "
             "real = real.with_columns(pl.col('label', 'media_type').cast(pl.String)); "
             "outputs.write_parquet(schema.conform(real).sort('imdb_id'), paths.RAW)"

@@ -171,10 +171,13 @@ def bodies(workspace: Path, env: dict) -> dict[str, Path]:
     process with the project's imports (the load process has none)."""
     code = f"""
 import json, polars as pl
-from stages import paths, scoring, features, serve
+from reel_driver.config import paths
+from reel_driver.model import scoring
+from reel_driver.preparation import features
+from reel_driver.serving import api
 held = pl.read_parquet(paths.PREDICTIONS).get_column("imdb_id")
 raw = pl.read_parquet(paths.RAW).filter(pl.col("imdb_id").is_in(held.implode()))
-sent = [f for f in serve.Movie.model_fields if f != "production_companies"]  # what the media pipeline sends
+sent = [f for f in api.Movie.model_fields if f != "production_companies"]  # what the media pipeline sends
 items = [{{k: float(v) if isinstance(v, int) else v for k, v in row.items()}} for row in raw.select(sent).iter_rows(named=True)]
 spec = features.FeatureSpec.load(paths.FEATURES, paths.NORMALIZATION)
 declared = raw.select(scoring.required_columns(spec)).with_columns(pl.col(features.CONTINUOUS).cast(pl.Float64))

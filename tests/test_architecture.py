@@ -43,3 +43,16 @@ def test_a_crossing_breaks_its_contract(tmp_path: Path, module: str, crossing: s
     # that contract alone, and the report names the line that crosses it
     assert result.stdout.count("BROKEN") == 1 and f"{broken}" in result.stdout.split("BROKEN")[0].splitlines()[-1], result.stdout
     assert module.removesuffix(".py").replace("/", ".") in result.stdout
+
+
+def test_the_installed_package_is_reel_driver_and_stages_runs_from_the_repository(tmp_path: Path) -> None:
+    # outside the repository: what the installed distribution provides, and nothing named stages
+    probe = ("import importlib.util, reel_driver; print(reel_driver.__name__, "
+             "importlib.util.find_spec('stages') is None)")
+    outside = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                             env={"PATH": str(LINT_IMPORTS.parent)})
+    assert outside.stdout.split() == ["reel_driver", "True"], outside.stderr
+    # inside it, dvc.yaml's command finds the stage
+    help_ = subprocess.run([sys.executable, "-c", "import stages.extract; print(stages.extract.__file__)"], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+    assert help_.stdout.strip() == str(REPO / "stages" / "extract.py"), help_.stderr

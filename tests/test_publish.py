@@ -95,7 +95,8 @@ def test_publish_fills_the_owners_table_under_its_review_view(in_pipeline, atp_d
 KILLED_PUBLISHER = """
 import sys, time
 import polars as pl, psycopg
-from stages import database, publish
+from reel_driver.commands import publish
+from reel_driver.data import database
 
 table = database.identifier("atp.prediction")
 rows = pl.read_parquet(sys.argv[1])
