@@ -47,10 +47,20 @@ def _isolate(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(variable)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session() -> Iterator[None]:
+    """The one place the suite leaves the user's environment: before any fixture of any scope (a
+    module's bench run, a session's pipeline), the variables that would reach the user's MLflow server,
+    a DVC experiment or the user's database are gone, for this process and every DVC, stage or bench
+    it starts. A test of exactly those sets them itself (``monkeypatch.setenv``, or a subprocess env)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _isolate(monkeypatch)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never log to the user's MLflow server, think they run inside a DVC experiment, or
-    read the user's database."""
+    """What a test set of those variables ends with the test."""
     _isolate(monkeypatch)
 
 
@@ -107,20 +117,79 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return set_params
 
 
-@pytest.fixture
-def repo_copy(tmp_path: Path) -> Path:
-    """The repository's tracked files in a new git repository, as a clone would have them."""
+def _tracked_copy(target: Path) -> Path:
+    """The repository's tracked files in a new git repository at ``target``, as a clone would have them."""
     import subprocess
 
     tracked = subprocess.run(
         ["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True, text=True
     ).stdout.split("\0")
-    target = tmp_path / "repo"
     for name in filter(None, tracked):
         if (REPO / name).is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, target / name)
     subprocess.run(["git", "init", "-q"], cwd=target, check=True)
+    return target
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """The repository's tracked files in a new git repository, as a clone would have them."""
+    return _tracked_copy(tmp_path / "repo")
+
+
+def small_params(repo: Path) -> None:
+    """A small sample and a short search in ``repo``'s params.yaml, edited as text so that the file
+    keeps its comments and layout, as a user's does: the flows, not the figures, are under test."""
+    path = repo / "params.yaml"
+    text = path.read_text()
+    for key, value, small in (("sample_rows", 4000, 1200), ("budget", 18, 4), ("cv_folds", 5, 3)):
+        assert f"  {key}: {value} " in text, key
+        text = text.replace(f"  {key}: {value} ", f"  {key}: {small} ", 1)
+    path.write_text(text)
+
+
+def stage_env(**extra: str) -> dict[str, str]:
+    """The environment for `python -m stages.<name>` started outside the repository (a scratch
+    directory holding only params.yaml and data): stages/ is not installed, DVC runs it from the
+    repository root, so the repository goes on the path."""
+    return {**os.environ, "PYTHONPATH": str(REPO), **extra}
+
+
+# what a `git commit` in a test repository needs, and the stages' `python` first on PATH
+GIT_AND_PYTHON = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment a user's shell gives dvc (the isolated one, with this Python's bin first)."""
+    import sys
+
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            **GIT_AND_PYTHON, **extra}
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repository on branch main with small params, `dvc repro` run on the sample and
+    committed as "baseline": built once, read by the tests that start from a finished run (copy it
+    with ``reproduced_copy`` to change it). Its tests share an xdist group, so one worker builds it."""
+    import subprocess
+    import sys
+
+    root = _tracked_copy(tmp_path_factory.mktemp("reproduced") / "repo")
+    small_params(root)
+    for command in (["git", "checkout", "-q", "-b", "main"], [sys.executable, "-m", "dvc", "repro"],
+                    ["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
+        result = subprocess.run(command, cwd=root, env=user_env(), capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
+    return root
+
+
+@pytest.fixture
+def reproduced_copy(reproduced: Path, tmp_path: Path) -> Path:
+    """``reproduced`` copied whole (git, DVC's cache, the MLflow store) for a test that changes it."""
+    target = tmp_path / "repo"
+    shutil.copytree(reproduced, target, symlinks=True)
     return target
 
 

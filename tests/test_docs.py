@@ -41,3 +41,15 @@ def test_the_readme_stage_table_names_every_output_dvc_yaml_declares() -> None:
         outputs = [out if isinstance(out, str) else next(iter(out)) for out in stage["outs"]]
         unnamed = [out for out in outputs if not any(fnmatch.fnmatch(out, path) for path in named)]
         assert not unnamed, f"README's {name} row lacks {unnamed}"
+
+
+def test_the_readme_is_a_first_day_not_a_manual() -> None:
+    """README is the how-to of a user's first day; the details live in docs/."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) < 300, f"README.md has {len(lines)} lines: move details into docs/"
+
+
+@pytest.mark.parametrize("page", sorted((REPO / "docs").glob("*.md")), ids=lambda p: p.name)
+def test_every_docs_page_is_linked_from_the_readme(page: Path) -> None:
+    links = {link.partition("#")[0] for link in LINK.findall((REPO / "README.md").read_text())}
+    assert f"docs/{page.name}" in links, f"README.md links no docs/{page.name}"

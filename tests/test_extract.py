@@ -17,7 +17,7 @@ from reel_driver.config.errors import PipelineError
 from reel_driver.data import database, schema
 from reel_driver.preparation import training_set
 from stages import extract
-from tests.conftest import REPO, insert_rows
+from tests.conftest import REPO, insert_rows, stage_env
 
 AWKWARD_ROWS = """
 INSERT INTO atp.training (imdb_id, tmdb_id, label, media_type, media_title, release_year,
@@ -160,7 +160,7 @@ runpy.run_module("stages.extract", run_name="__main__")
 
 def test_a_database_extract_imports_only_what_it_uses(from_postgres: str) -> None:
     execute(from_postgres, AWKWARD_ROWS)
-    result = subprocess.run([sys.executable, "-c", IMPORTED], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", IMPORTED], capture_output=True, text=True, env=stage_env(), timeout=60)
     assert (result.returncode, result.stdout) == (0, "\n"), result.stderr
     assert pl.read_parquet(paths.RAW).height == 3
 
@@ -267,8 +267,8 @@ def test_connection_error_is_one_line_without_the_password(workdir, monkeypatch,
     workdir(extract={"source": "postgres"})
     monkeypatch.setenv("REEL_DRIVER_PG_DSN", f"host={tmp_path}/nowhere port=1 user=me password=hunter2 connect_timeout=2")
     result = subprocess.run(
-        [sys.executable, "-m", "stages.extract"], capture_output=True, text=True, env=None, cwd=tmp_path
-    )
+        [sys.executable, "-m", "stages.extract"], capture_output=True, text=True, env=stage_env(), cwd=tmp_path,
+        timeout=60)
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: cannot connect to PostgreSQL at socket directory {tmp_path}/nowhere, port 1, ")
     assert len(result.stderr.strip().splitlines()) == 1

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import yaml
 
 from reel_driver.config import paths
 from reel_driver.config.params import GRID_KEYS, Params
-from tests.conftest import REPO
+from tests.conftest import REPO, small_params, user_env
 
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
 STAGES = DVC_YAML["stages"]
@@ -113,59 +114,39 @@ def _outputs(repo: Path) -> dict[str, str]:
     return {str(f.relative_to(repo)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()}
 
 
-def _small_params(repo: Path) -> None:
-    """A small sample and a short search: the flows, not the figures, are under test."""
-    path = repo / "params.yaml"
-    small = yaml.safe_load(path.read_text())
-    small["extract"]["sample_rows"] = 1200
-    small["search"].update(budget=4, cv_folds=3)
-    path.write_text(yaml.safe_dump(small, sort_keys=False))
-
-
-def test_dvc_repro_on_the_sample_twice_gives_identical_bytes(repo_copy: Path) -> None:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-
+@pytest.mark.xdist_group("reproduced")
+def test_dvc_repro_on_the_sample_twice_gives_identical_bytes(reproduced: Path, reproduced_copy: Path) -> None:
     def dvc(*args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "dvc", *args], cwd=repo_copy, env=env, capture_output=True, text=True
-        )
+        result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=reproduced_copy, env=user_env(),
+                                capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
-    # no database settings (the autouse fixture): extract.source auto takes the sample, as in a
+    # no database settings (the session's isolation): extract.source auto took the sample, as in a
     # newcomer's clone, whatever run the repository commits (tests/test_lock.py: that it is current)
-    _small_params(repo_copy)
-    dvc("repro")
-    assert json.loads((repo_copy / paths.DATA_METRICS).read_text())["rows"] == 1200  # the sample's
-    first = _outputs(repo_copy)
+    assert json.loads((reproduced / paths.DATA_METRICS).read_text())["rows"] == 1200  # the sample's
     dvc("repro", "--force")
-    assert _outputs(repo_copy) == first
+    assert _outputs(reproduced_copy) == _outputs(reproduced)
     # only the database-facing stage is ever out of date
     assert dvc("status").split() == ["extract:", "always", "changed"]
 
 
 @pytest.mark.slow
-def test_the_users_dvc_flows(repo_copy: Path) -> None:
-    """dvc repro, an experiment on one grid key, metrics diff, a threshold change that
+@pytest.mark.xdist_group("reproduced")
+def test_the_users_dvc_flows(reproduced_copy: Path) -> None:
+    """After a committed dvc repro: an experiment on one grid key, metrics diff, a threshold change that
     reruns evaluate alone, and a queued experiment whose MLflow run lands in the main store."""
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-    }
+    repo_copy, env = reproduced_copy, user_env()
+    # the copy's MLflow store names the original's artifact folder: start from none, as a clone does
+    (repo_copy / "mlflow.db").unlink()
+    shutil.rmtree(repo_copy / "mlruns")
 
     def run(*args: str) -> str:
-        result = subprocess.run(args, cwd=repo_copy, env=env, capture_output=True, text=True)
+        result = subprocess.run(args, cwd=repo_copy, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
         return result.stdout + result.stderr
 
     dvc = lambda *args: run(sys.executable, "-m", "dvc", *args)  # noqa: E731
-    _small_params(repo_copy)
-    run("git", "checkout", "-q", "-b", "main")
-    dvc("repro")
-    run("git", "add", "-A")
-    run("git", "commit", "-qm", "baseline")
-
     dvc("exp", "run", "-S", "scale_pos_weight=9")
     assert json.loads((repo_copy / "metrics/train.json").read_text())["best_params"]["scale_pos_weight"] == 9
     diff = dvc("metrics", "diff", "main", "--md", "--all")
@@ -238,22 +219,18 @@ def test_the_owners_database_runs_are_reviewed_in_a_clone_without_the_database(
     from tests.conftest import insert_rows
     from tests.test_extract import execute
 
-    owner = {
-        **os.environ,  # REEL_DRIVER_PG_DSN names the test server (atp_db): extract.source auto reads it
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-    }
+    owner = user_env()  # REEL_DRIVER_PG_DSN names the test server (atp_db): extract.source auto reads it
     no_database = {name: value for name, value in owner.items() if name not in database.SERVER_VARIABLES}
 
     def run(*args: str, cwd: Path = repo_copy, env: dict = owner, ok: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+        result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0 or not ok, f"{args}: {result.stdout}{result.stderr}"
         return result
 
     dvc = lambda *args, **where: run(sys.executable, "-m", "dvc", *args, **where)  # noqa: E731
     table = sample.generate(1300, 5)  # not the sample's 1200 rows: the two cannot be mistaken
     insert_rows(atp_db, table)
-    _small_params(repo_copy)
+    small_params(repo_copy)
     run("git", "checkout", "-q", "-b", "main")
     dvc("remote", "add", "--default", "store", str(tmp_path / "remote"))
     first_run = dvc("repro").stderr
