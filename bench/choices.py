@@ -288,7 +288,8 @@ def variant_scores(split: Split, variant: str) -> dict[str, dict[str, float]]:
     return {"CV": scores(split.labels[split.training], oof), "hold-out": scores(split.labels[split.hold_out], hold_out)}
 
 
-def split_results(split_seed: int, variants: list[str], work: Path, real: bool) -> dict[str, dict[str, float]]:
+def split_results(split_seed: int, variants: list[str], work: Path, real: bool,
+                  sample_rows: int | None) -> dict[str, dict[str, float]]:
     kept = work / f"split{split_seed}.json"
     # kept results hold while this file and the project's feature build are the same
     key = hashlib.sha256(Path(__file__).read_bytes() + (ROOT / "reel_driver" / "preparation" / "features.py").read_bytes()
@@ -300,7 +301,7 @@ def split_results(split_seed: int, variants: list[str], work: Path, real: bool) 
     if missing:
         with tempfile.TemporaryDirectory(prefix="bench-choices-") as scratch:
             workspace = Path(scratch) / "repo"
-            search_bench.prepare(workspace, split_seed, real)
+            search_bench.prepare(workspace, split_seed, real, sample_rows=sample_rows)
             split = Split(workspace)
             for variant in missing:
                 print(f"  split.seed {split_seed}: {variant}", flush=True)
@@ -315,13 +316,14 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--sample", action="store_true", help="the embedded sample even where the real export is")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "choices")
+    search_bench.add_sample_rows(parser)
     settings = parser.parse_args()
     real = search_bench.REAL_EXPORT.exists() and not settings.sample
-    work = settings.work / ("real" if real else "sample")
+    work = settings.work / ("real" if real else f"sample{settings.sample_rows or ''}")
     work.mkdir(parents=True, exist_ok=True)
     variants = list(dict.fromkeys(["xgboost", *(BASELINES.get(v, v) for v in settings.variants), *settings.variants]))
 
-    per_split = [split_results(seed, variants, work, real) for seed in settings.split_seeds]
+    per_split = [split_results(seed, variants, work, real, settings.sample_rows) for seed in settings.split_seeds]
     where = f"{'the real export' if real else 'the sample'}, split seeds {' '.join(map(str, settings.split_seeds))}"
     print(f"\n5-fold CV on each split's training rows (what a choice is made by), {where}:")
     table(per_split, variants, "CV")

@@ -134,7 +134,7 @@ def split_probabilities(split_seed: int, settings: argparse.Namespace, real: boo
     project = f"project-{digest(json.dumps(settings.changes, sort_keys=True).encode())[:8]}" if settings.changes else "project"
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as scratch:
         workspace = Path(scratch) / "repo"
-        search_bench.prepare(workspace, split_seed, real)  # raw rows, prep and analyze at this split seed
+        search_bench.prepare(workspace, split_seed, real, sample_rows=settings.sample_rows)  # raw rows, prep and analyze at this split seed
         wanted = {project: project_key(settings.changes), **{a: anchor_key(workspace, a, settings) for a in settings.anchors}}
         for method, key in wanted.items():
             path = kept / f"{method}.parquet"
@@ -144,7 +144,7 @@ def split_probabilities(split_seed: int, settings: argparse.Namespace, real: boo
             if method == project:
                 if settings.changes:
                     workspace = Path(scratch) / "variant"
-                    search_bench.prepare(workspace, split_seed, real, settings.changes)
+                    search_bench.prepare(workspace, split_seed, real, settings.changes, settings.sample_rows)
                 raw = (workspace / "data" / "raw" / "training.parquet").read_bytes()
                 search_bench.dvc(workspace, "repro", "evaluate")
                 if (workspace / "data" / "raw" / "training.parquet").read_bytes() != raw:
@@ -247,6 +247,7 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
     parser.add_argument("--sample", action="store_true", help="the embedded sample even where the real export is")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "quality")
+    search_bench.add_sample_rows(parser)
     parser.add_argument("--autogluon-python", type=Path, default=ROOT / "bench" / "out" / "autogluon-venv" / "bin" / "python",
                         help="the interpreter of an environment made from bench/autogluon-requirements.txt")
     parser.add_argument("--set", dest="changes", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -259,7 +260,7 @@ def main() -> None:
         sys.exit(f"bench: no AutoGluon at {settings.autogluon_python}: make its environment as "
                  "bench/autogluon-requirements.txt says, or pass --autogluon-python (or --anchors optuna)")
     real = search_bench.REAL_EXPORT.exists() and not settings.sample
-    settings.work = settings.work / ("real" if real else "sample")
+    settings.work = settings.work / ("real" if real else f"sample{settings.sample_rows or ''}")
     methods = ["project", *settings.anchors]
 
     splits, per_split, cross_validated = [], [], []

@@ -72,15 +72,25 @@ def dvc(workspace: Path, *arguments: str) -> None:
         sys.exit(f"bench: `dvc {' '.join(arguments)}` failed in {workspace}:\n{result.stdout[-2000:]}{result.stderr[-3000:]}")
 
 
-def prepare(workspace: Path, split_seed: int, real: bool, changes: dict | None = None) -> str:
+def add_sample_rows(parser: argparse.ArgumentParser) -> None:
+    """--sample-rows: a smaller (or larger) sample, for both sides alike; the tests' quick runs."""
+    parser.add_argument("--sample-rows", type=int, metavar="N",
+                        help="the sample's rows (default: params.yaml's extract.sample_rows); not with the real export")
+
+
+def prepare(workspace: Path, split_seed: int, real: bool, changes: dict | None = None,
+            sample_rows: int | None = None) -> str:
     """A scratch repository with raw data, prepared rows and the selection in place; ``changes``
-    ({"prep.text_columns": [...], ...}) set in its params.yaml first, as `dvc exp run -S` would."""
+    ({"prep.text_columns": [...], ...}) set in its params.yaml first, as `dvc exp run -S` would;
+    the sample of ``sample_rows`` rows where given."""
     import yaml
 
     shutil.copytree(ROOT, workspace, ignore=SKIPPED)
     params_file = workspace / "params.yaml"
     settings = yaml.safe_load(params_file.read_text())
     settings["split"]["seed"] = split_seed
+    if sample_rows:
+        settings["extract"]["sample_rows"] = sample_rows
     for dotted, value in (changes or {}).items():
         *sections, key = dotted.split(".")
         target = settings
@@ -321,6 +331,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=200, help="the reference's Optuna trials")
     parser.add_argument("--sample", action="store_true", help="the embedded sample even where the real export is")
     parser.add_argument("--plot", type=Path, default=ROOT / "bench" / "out" / "search_anytime.png")
+    add_sample_rows(parser)
     arguments = parser.parse_args()
     default = default_budget()
     budgets = sorted({*arguments.budgets, default})
@@ -333,7 +344,7 @@ def main() -> None:
     for split_seed in arguments.split_seeds:
         with tempfile.TemporaryDirectory(prefix="bench-search-") as scratch:
             workspace = Path(scratch) / "repo"
-            data = prepare(workspace, split_seed, real)
+            data = prepare(workspace, split_seed, real, sample_rows=arguments.sample_rows)
             load = os.getloadavg()[0]  # the machine's other work, which both sides' seconds include
             runs = [child(workspace, "_project", str(budget)) for budget in budgets]
             reference = child(workspace, "_reference", str(arguments.trials))

@@ -5,7 +5,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -168,21 +168,43 @@ def user_env(**extra: str) -> dict[str, str]:
             **GIT_AND_PYTHON, **extra}
 
 
-@pytest.fixture(scope="session")
-def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the repository on branch main with small params, `dvc repro` run on the sample and
-    committed as "baseline": built once, read by the tests that start from a finished run (copy it
-    with ``reproduced_copy`` to change it). Its tests share an xdist group, so one worker builds it."""
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """``build(folder)`` run once for the whole test run, however many xdist workers share it: the
+    first worker to ask builds it under a lock in the run's temporary root, the others wait for it
+    and read it. What is built here is read, never changed: a test copies it to change it."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's root, above each worker's own
+    folder, done = root / name, root / f"{name}.built"
+    with FileLock(str(root / f"{name}.lock"), timeout=900):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
+def _reproduce(folder: Path) -> None:
     import subprocess
     import sys
 
-    root = _tracked_copy(tmp_path_factory.mktemp("reproduced") / "repo")
+    root = _tracked_copy(folder / "repo")
     small_params(root)
     for command in (["git", "checkout", "-q", "-b", "main"], [sys.executable, "-m", "dvc", "repro"],
                     ["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
         result = subprocess.run(command, cwd=root, env=user_env(), capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
-    return root
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repository on branch main with small params, `dvc repro` run on the sample and
+    committed as "baseline": built once, read by the tests that start from a finished run (copy it
+    with ``reproduced_copy`` to change it)."""
+    return built_once(tmp_path_factory, "reproduced", _reproduce) / "repo"
 
 
 @pytest.fixture
@@ -227,22 +249,22 @@ def _run_pipeline(root: Path, raw: pl.DataFrame | None = None, changes: dict[str
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small sample run through extract, prep, train and evaluate once, in its own directory."""
-    return _run_pipeline(tmp_path_factory.mktemp("pipeline"))
+    return built_once(tmp_path_factory, "pipeline", _run_pipeline)
 
 
 @pytest.fixture(scope="session")
 def real_pipeline(real_export: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real export run through prep, train and evaluate once (skips where it is absent)."""
-    return _run_pipeline(tmp_path_factory.mktemp("real_pipeline"), real_export)
+    return built_once(tmp_path_factory, "real_pipeline", lambda folder: _run_pipeline(folder, real_export))
 
 
 @pytest.fixture(scope="session")
 def text_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample run with what is off by default on: the text branch (overview and tagline as
     TF-IDF + SVD columns) and the ensemble (LightGBM and CatBoost averaged with XGBoost)."""
-    return _run_pipeline(tmp_path_factory.mktemp("text_pipeline"),
-                         changes={"prep": {"text_columns": ["overview", "tagline"], "text_components": 8},
-                                  "train": {"ensemble": ["lightgbm", "catboost"]}})
+    changes = {"prep": {"text_columns": ["overview", "tagline"], "text_components": 8},
+               "train": {"ensemble": ["lightgbm", "catboost"]}}
+    return built_once(tmp_path_factory, "text_pipeline", lambda folder: _run_pipeline(folder, changes=changes))
 
 
 @pytest.fixture

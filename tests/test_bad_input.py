@@ -386,7 +386,6 @@ def test_a_locked_mlflow_store_warns_and_keeps_the_outputs(stage_dir: Path, tmp_
 # ---- through DVC: a typo key from `dvc exp run -S`, and no password anywhere ----------
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("reproduced")
 def test_dvc_refuses_a_typo_key_and_leaks_no_password(reproduced_copy: Path, tmp_path: Path) -> None:
     # a committed run with small params, edited as text (the file keeps its comments, as a user's does)
     repo_copy = reproduced_copy

@@ -16,8 +16,8 @@ ROW = re.compile(r"^  (project|reference) +(\d+) +([\d.]+) +([\d.]+)$", flags=re
 def test_the_search_benchmark_draws_both_curves_and_fails_on_a_missed_target(tmp_path: Path) -> None:
     plot = tmp_path / "anytime.png"
     result = subprocess.run(
-        [sys.executable, "bench/search.py", "--sample", "--split-seeds", "100", "--budgets", "6", "--trials", "2",
-         "--plot", str(plot)],
+        [sys.executable, "bench/search.py", "--sample", "--sample-rows", "1500", "--split-seeds", "100", "--budgets", "6",
+         "--trials", "2", "--plot", str(plot)],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
     )
     output = result.stdout

@@ -114,7 +114,6 @@ def _outputs(repo: Path) -> dict[str, str]:
     return {str(f.relative_to(repo)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()}
 
 
-@pytest.mark.xdist_group("reproduced")
 def test_dvc_repro_on_the_sample_twice_gives_identical_bytes(reproduced: Path, reproduced_copy: Path) -> None:
     def dvc(*args: str) -> str:
         result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=reproduced_copy, env=user_env(),
@@ -132,7 +131,7 @@ def test_dvc_repro_on_the_sample_twice_gives_identical_bytes(reproduced: Path, r
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("reproduced")
+@pytest.mark.timeout(600)
 def test_the_users_dvc_flows(reproduced_copy: Path) -> None:
     """After a committed dvc repro: an experiment on one grid key, metrics diff, a threshold change that
     reruns evaluate alone, and a queued experiment whose MLflow run lands in the main store."""
@@ -207,6 +206,7 @@ def test_the_users_dvc_flows(reproduced_copy: Path) -> None:
     assert "shallow" in table.stdout
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_the_owners_database_runs_are_reviewed_in_a_clone_without_the_database(
     repo_copy: Path, atp_db: str, tmp_path: Path
 ) -> None:

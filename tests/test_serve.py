@@ -25,6 +25,8 @@ from tests.conftest import ISOLATED, copy_of_store, free_port, model_identity
 from tests.test_scoring import hold_out_raw
 
 FIELDS = list(api.Movie.model_fields)
+# each model's server (a module fixture per parameter) is started once, on one worker
+pytestmark = pytest.mark.xdist_group("serve")
 
 
 @dataclass
