@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from reel_driver.config import paths
 from reel_driver.serving import api
@@ -102,10 +104,16 @@ def pipeline(request: pytest.FixtureRequest) -> Path:
 def server(pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`reel-driver serve` on a copy of the pipeline's store, polling the alias every 0.2 s."""
     home = tmp_path_factory.mktemp("serve")
+    with serving(pipeline, home, copy_of_store(pipeline, home / "store")) as running:
+        yield running
+
+
+@contextmanager
+def serving(pipeline: Path, home: Path, store: str) -> Iterator[Server]:
+    """`reel-driver serve` in ``home`` with the pipeline's params, polling ``store`` every 0.2 s."""
     settings = yaml.safe_load((pipeline / "params.yaml").read_text())
     settings["serve"]["poll_seconds"] = 0.2
     (home / "params.yaml").write_text(yaml.safe_dump(settings))
-    store = copy_of_store(pipeline, home / "store")
     env = {key: value for key, value in os.environ.items() if key not in ISOLATED} | {"MLFLOW_TRACKING_URI": store}
     port, log = free_port(), home / "serve.log"
     with log.open("w") as sink:
@@ -156,7 +164,8 @@ def test_health_and_the_read_routes(champion: registry.Version, server: Server, 
     client = server.client()
     health = client.call("GET", "/reel-driver/health")
     assert health.status == 200
-    assert health.json == {"status": "ok", "model": {"name": "reel-driver", "version": "1", "run_id": champion.run_id}}
+    assert health.json == {"status": "ok", "model": {"name": "reel-driver", "version": "1", "run_id": champion.run_id},
+                           "registry": {"reachable": True}}
     assert client.call("GET", "/health").status == 404
     for path in ("/openapi.json", "/reel-driver/openapi.json"):
         answer = client.call("GET", path)
@@ -264,6 +273,49 @@ def test_served_probabilities_equal_evaluates_on_the_hold_out(champion, server: 
     assert expected.height == len(items) > 50
     assert np.abs(expected["probability"] - expected["served"]).max() <= 1e-6
     assert expected["flagged"].to_list() == (expected["prediction"] == 1).to_list()
+
+
+def scraped(server: Server) -> dict[tuple[str, tuple], float]:
+    """GET /metrics, parsed by prometheus-client's own parser: {(sample name, sorted labels): value}."""
+    answer = server.client().call("GET", "/metrics")
+    assert answer.status == 200 and answer.headers["content-type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(answer.text) for sample in family.samples}
+
+
+def requests(route: str, status: int, method: str = "POST") -> tuple[str, tuple]:
+    return "reel_driver_requests_total", (("method", method), ("route", route), ("status", str(status)))
+
+
+def test_metrics_count_what_was_asked_by_route_template_and_status(champion, server: Server, pipeline: Path) -> None:
+    client = server.client()
+    before = scraped(server)
+    items = items_of(hold_out_raw(pipeline).head(7))
+    single = client.call("POST", "/reel-driver/api/predict", items[0])
+    batch = client.call("POST", "/reel-driver/api/predict_batch", {"items": items})
+    assert client.call("POST", "/reel-driver/api/predict", {"imdb_id": "not an id"}).status == 422
+    assert client.call("GET", "/reel-driver/no-such-route").status == 404
+    answers = [single.json, *batch.json["results"]]
+    after = scraped(server)
+
+    def moved(key: tuple[str, tuple]) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert moved(requests("/reel-driver/api/predict", 200)) == 1
+    assert moved(requests("/reel-driver/api/predict_batch", 200)) == 1
+    assert moved(requests("/reel-driver/api/predict", 422)) == 1
+    assert moved(requests("unmatched", 404, "GET")) == 1  # the path asked is never a label
+    assert not any("no-such-route" in str(labels) for _, labels in after)
+    latency = ("reel_driver_request_duration_seconds_count",
+               (("method", "POST"), ("route", "/reel-driver/api/predict_batch"), ("status", "200")))
+    assert moved(latency) == 1
+    assert moved(("reel_driver_items_scored_total", ())) == 8
+    assert moved(("reel_driver_items_above_threshold_total", ())) == sum(a["prediction"] for a in answers)
+    assert after[("reel_driver_served_model_version", ())] == int(champion.version)
+    # the registry answers every 0.2 s here
+    assert 0 <= after[("reel_driver_registry_last_success_age_seconds", ())] < 5
+    assert after[("reel_driver_registry_poll_failures_total", ())] == 0
+    assert after[("process_resident_memory_bytes", ())] > 0
 
 
 def test_a_promote_under_load_swaps_versions_and_fails_no_request(champion, server: Server, pipeline: Path,

@@ -9,10 +9,12 @@ with and none waits for the load.
 """
 
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated
 
 import polars as pl
@@ -28,6 +30,7 @@ from reel_driver.config import params
 from reel_driver.data import schema
 from reel_driver.model import scoring
 from reel_driver.preparation import features
+from reel_driver.serving.telemetry import CONTENT_TYPE, Instrumented, Telemetry
 from reel_driver.tracking import registry
 
 log = logging.getLogger("reel_driver.serve")
@@ -112,10 +115,11 @@ class Served:
 
 
 class Champion:
-    """The served version, refreshed from the registry's alias."""
+    """The served version, refreshed from the registry's alias; ``telemetry`` counts the polls."""
 
-    def __init__(self, client: MlflowClient) -> None:
+    def __init__(self, client: MlflowClient, telemetry: Telemetry | None = None) -> None:
         self.client = client
+        self.telemetry = telemetry or Telemetry()
         self.served: Served | None = None
         self._failed: str | None = None  # the version that failed to load, warned about once
 
@@ -125,8 +129,13 @@ class Champion:
         try:
             found = registry.champion(self.client)
         except Exception as error:  # noqa: BLE001 (any store failure: keep serving)
-            log.warning("the registry did not answer (%s): still serving %s", error, self._serving())
+            if self.telemetry.unreachable_since is None:  # once an outage: /metrics counts each failed poll
+                log.warning("the registry did not answer (%s): still serving %s", _one_line(error), self._serving())
+            self.telemetry.poll_failed()
             return
+        if (since := self.telemetry.unreachable_since) is not None:
+            log.info("the registry answers again, after %.0f s away", self.telemetry.clock() - since)
+        self.telemetry.polled()
         if found is None or (self.served and self.served.version.version == found.version) or found.version == self._failed:
             return
         try:
@@ -142,6 +151,7 @@ class Champion:
                       registry.REGISTERED_MODEL, error, self._serving())
             return
         self.served = served  # the swap: requests read self.served once
+        self.telemetry.version.set(int(found.version))
         log.info("serving %s version %s (run %s, threshold %g)", registry.REGISTERED_MODEL, found.version,
                  found.run_id, found.threshold)
 
@@ -151,6 +161,15 @@ class Champion:
     def poll(self, seconds: float, stop: threading.Event) -> None:
         while not stop.wait(seconds):
             self.refresh()
+
+
+def _one_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _instant(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
 def _unavailable() -> JSONResponse:
@@ -205,6 +224,9 @@ def create_app(champion: Champion, poll_seconds: float | None = None) -> FastAPI
     app = FastAPI(title="reel-driver", summary="Would the owner watch this movie?", lifespan=lifespan,
                   openapi_url=f"{PREFIX}/openapi.json", docs_url=f"{PREFIX}/docs", redoc_url=None)
     app.add_exception_handler(RequestValidationError, _invalid)
+    telemetry = champion.telemetry
+    # added first, so it runs inside JsonBodies: it sees the scope the router writes the route into
+    app.add_middleware(Instrumented, telemetry=telemetry)
     app.add_middleware(JsonBodies)
     api = APIRouter(prefix=PREFIX)
 
@@ -221,8 +243,11 @@ def create_app(champion: Champion, poll_seconds: float | None = None) -> FastAPI
         if served is None:
             return _unavailable()
         version = served.version
+        # a registry that does not answer leaves a healthy model healthy: it is reported, not failed on
+        since = telemetry.unreachable_since
+        reachable = {"reachable": True} if since is None else {"reachable": False, "unreachable_since": _instant(since)}
         return {"status": "ok", "model": {"name": registry.REGISTERED_MODEL, "version": version.version,
-                                          "run_id": version.run_id}}
+                                          "run_id": version.run_id}, "registry": reachable}
 
     @api.get("/api/model", responses={503: {"description": "no model is loaded"}})
     def model():
@@ -235,7 +260,9 @@ def create_app(champion: Champion, poll_seconds: float | None = None) -> FastAPI
         if served is None:
             return _unavailable()
         response.headers[VERSION_HEADER] = served.version.version
-        return served.predict([movie])[0]
+        [answer] = served.predict([movie])
+        telemetry.scored(1, int(answer["prediction"]))
+        return answer
 
     @api.post("/api/predict_batch", response_model=BatchPredictions,
               responses={503: {"description": "no model is loaded"}})
@@ -244,9 +271,16 @@ def create_app(champion: Champion, poll_seconds: float | None = None) -> FastAPI
         if served is None:
             return _unavailable()
         response.headers[VERSION_HEADER] = served.version.version
-        return {"results": served.predict(batch.items) if batch.items else []}
+        results = served.predict(batch.items) if batch.items else []
+        telemetry.scored(len(results), sum(answer["prediction"] for answer in results))
+        return {"results": results}
 
     app.include_router(api)
+
+    # where the owner's Prometheus scrapes every pod (prometheus.io/path: /metrics, on the API's port)
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(telemetry.exposition(), media_type=CONTENT_TYPE)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> dict:
@@ -255,8 +289,18 @@ def create_app(champion: Champion, poll_seconds: float | None = None) -> FastAPI
     return app
 
 
+# A poll that waits out MLflow's default retries of a tracking server (7, backing off for minutes)
+# leaves health and /metrics blind to an outage that long: serve retries once, within seconds, and
+# polls again anyway. The user's own settings of these variables win.
+QUICK_REGISTRY = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
 def serve(host: str | None, port: int | None, log_requests: bool) -> None:
     settings = params.load().serve
+    for name, value in QUICK_REGISTRY.items():
+        os.environ.setdefault(name, value)
+    # urllib3 warns of each retry of each poll while a tracking server is away; the outage is one line
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     client, where = registry.connect()
     champion = Champion(client)
     champion.refresh()

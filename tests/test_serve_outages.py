@@ -1,0 +1,103 @@
+"""reel-driver serve when its registry is away: a real `mlflow server` on loopback, stopped and started
+again under the running API."""
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from reel_driver.tracking import registry
+from tests.conftest import ISOLATED, copy_of_store, free_port
+from tests.test_scoring import hold_out_raw
+from tests.test_serve import items_of, scraped, serving, wait_for
+
+
+class TrackingServer:
+    """`mlflow server` on ``store`` at 127.0.0.1:``port``, which a test stops and starts again; in a
+    process group of its own, so that uvicorn's worker stops with it."""
+
+    def __init__(self, store: str, port: int, log: Path) -> None:
+        self.store, self.port, self.log = store, port, log
+        self.uri = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {key: value for key, value in os.environ.items() if key not in ISOLATED}
+        with self.log.open("a") as sink:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.store, "--host", "127.0.0.1",
+                 "--port", str(self.port), "--workers", "1"],
+                env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._up, 90, "mlflow server did not start")
+
+    def _up(self) -> bool:
+        assert self.process.poll() is None, self.log.read_text()[-3000:]
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            connection.request("GET", "/health")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_the_registry_away_while_serving_keeps_the_champion_and_back_it_brings_the_new_one(
+        pipeline: Path, tmp_path: Path) -> None:
+    store = copy_of_store(pipeline, tmp_path / "store")
+    registry_server = TrackingServer(store, free_port(), tmp_path / "mlflow-server.log")
+    registry_server.start()
+    (tmp_path / "serve").mkdir()
+    try:
+        promoted = subprocess.run([sys.executable, "-m", "reel_driver.cli", "promote"], cwd=pipeline, capture_output=True,
+                                  text=True, timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": registry_server.uri})
+        assert promoted.returncode == 0, promoted.stderr
+        with serving(pipeline, tmp_path / "serve", registry_server.uri) as server:
+            client = server.client()
+            wait_for(lambda: client.call("GET", "/reel-driver/health").status == 200, 60, "the champion was not loaded")
+            assert client.call("GET", "/reel-driver/health").json["registry"] == {"reachable": True}
+            items = items_of(hold_out_raw(pipeline).head(5))
+            answered = client.call("POST", "/reel-driver/api/predict_batch", {"items": items}).json
+
+            # the registry goes away: version 1 answers every request, health says since when
+            registry_server.stop()
+            wait_for(lambda: not client.call("GET", "/reel-driver/health").json["registry"]["reachable"], 60,
+                     "health did not report the registry away")
+            health = client.call("GET", "/reel-driver/health")
+            assert health.status == 200 and health.json["model"]["version"] == "1"
+            since = datetime.fromisoformat(health.json["registry"]["unreachable_since"])
+            assert abs((datetime.now(UTC) - since).total_seconds()) < 60
+            for _ in range(5):
+                answer = client.call("POST", "/reel-driver/api/predict_batch", {"items": items})
+                assert answer.status == 200 and answer.json == answered
+            wait_for(lambda: scraped(server)[("reel_driver_registry_poll_failures_total", ())] >= 2, 60,
+                     "no failed poll was counted")
+            assert scraped(server)[("reel_driver_registry_last_success_age_seconds", ())] > 0
+
+            # meanwhile the owner promotes another version, in the store itself
+            local = mlflow.MlflowClient(store)
+            first = local.get_model_version(registry.REGISTERED_MODEL, "1")
+            second = local.create_model_version(registry.REGISTERED_MODEL, first.source, run_id=first.run_id,
+                                                tags=first.tags, model_id=first.model_id)
+            local.set_registered_model_alias(registry.REGISTERED_MODEL, registry.CHAMPION, second.version)
+
+            # back: the next poll finds the new champion and health says the registry answers again
+            registry_server.start()
+            client = server.client()  # the old keep-alive connection idled out while the registry started
+            wait_for(lambda: client.call("GET", "/reel-driver/health").json["model"]["version"] == str(second.version), 90,
+                     "the new champion was not picked up")
+            assert client.call("GET", "/reel-driver/health").json["registry"] == {"reachable": True}
+            assert scraped(server)[("reel_driver_served_model_version", ())] == int(second.version)
+            assert client.call("POST", "/reel-driver/api/predict_batch", {"items": items}).json == answered
+    finally:
+        registry_server.stop()
