@@ -53,7 +53,7 @@ class TrackingServer:
 
 @pytest.mark.slow
 def test_the_registry_away_while_serving_keeps_the_champion_and_back_it_brings_the_new_one(
-        pipeline: Path, tmp_path: Path) -> None:
+        pipeline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = copy_of_store(pipeline, tmp_path / "store")
     registry_server = TrackingServer(store, free_port(), tmp_path / "mlflow-server.log")
     registry_server.start()
@@ -84,7 +84,10 @@ def test_the_registry_away_while_serving_keeps_the_champion_and_back_it_brings_t
                      "no failed poll was counted")
             assert scraped(server)[("reel_driver_registry_last_success_age_seconds", ())] > 0
 
-            # meanwhile the owner promotes another version, in the store itself
+            # meanwhile the owner promotes another version, in the store itself (MLflow resolves the
+            # version's source through the process's own tracking URI)
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+            mlflow.set_tracking_uri(store)
             local = mlflow.MlflowClient(store)
             first = local.get_model_version(registry.REGISTERED_MODEL, "1")
             second = local.create_model_version(registry.REGISTERED_MODEL, first.source, run_id=first.run_id,
