@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -59,9 +60,13 @@ def _isolated_session() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What a test set of those variables ends with the test."""
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """What a test set of those variables ends with the test, and so does the tracking URI that
+    mlflow.set_tracking_uri keeps in a module global of MLflow's, beside the variable."""
     _isolate(monkeypatch)
+    yield
+    if (tracking := sys.modules.get("mlflow.tracking._tracking_service.utils")) is not None:
+        tracking._tracking_uri = None
 
 
 @pytest.fixture(scope="session")
@@ -162,8 +167,6 @@ GIT_AND_PYTHON = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMIT
 
 def user_env(**extra: str) -> dict[str, str]:
     """The environment a user's shell gives dvc (the isolated one, with this Python's bin first)."""
-    import sys
-
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             **GIT_AND_PYTHON, **extra}
 
@@ -189,7 +192,6 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
 
 def _reproduce(folder: Path) -> None:
     import subprocess
-    import sys
 
     root = _tracked_copy(folder / "repo")
     small_params(root)
