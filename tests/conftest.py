@@ -2,9 +2,12 @@
 and a working directory with its own params.yaml for running stages."""
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -299,3 +302,46 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+class TrackingServer:
+    """`mlflow server` on ``store`` at 127.0.0.1:``port``, which a test stops and starts again; in a
+    process group of its own, so that uvicorn's worker stops with it."""
+
+    def __init__(self, store: str, port: int, log: Path, artifacts: Path | None = None) -> None:
+        self.store, self.port, self.log, self.artifacts = store, port, log, artifacts
+        self.uri = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {key: value for key, value in os.environ.items() if key not in ISOLATED}
+        with self.log.open("a") as sink:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.store, "--host", "127.0.0.1",
+                 "--port", str(self.port), "--workers", "1",
+                 *(["--artifacts-destination", self.artifacts.as_uri()] if self.artifacts else [])],
+                env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_for(self._up, 90, "mlflow server did not start")
+
+    def _up(self) -> bool:
+        assert self.process.poll() is None, self.log.read_text()[-3000:]
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            connection.request("GET", "/health")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)

@@ -1,9 +1,7 @@
 """reel-driver serve when its registry is away: a real `mlflow server` on loopback, stopped and started
 again under the running API."""
 
-import http.client
 import os
-import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -13,42 +11,9 @@ import mlflow
 import pytest
 
 from reel_driver.tracking import registry
-from tests.conftest import ISOLATED, copy_of_store, free_port
+from tests.conftest import TrackingServer, copy_of_store, free_port
 from tests.test_scoring import hold_out_raw
 from tests.test_serve import items_of, scraped, serving, wait_for
-
-
-class TrackingServer:
-    """`mlflow server` on ``store`` at 127.0.0.1:``port``, which a test stops and starts again; in a
-    process group of its own, so that uvicorn's worker stops with it."""
-
-    def __init__(self, store: str, port: int, log: Path) -> None:
-        self.store, self.port, self.log = store, port, log
-        self.uri = f"http://127.0.0.1:{port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {key: value for key, value in os.environ.items() if key not in ISOLATED}
-        with self.log.open("a") as sink:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.store, "--host", "127.0.0.1",
-                 "--port", str(self.port), "--workers", "1"],
-                env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(self._up, 90, "mlflow server did not start")
-
-    def _up(self) -> bool:
-        assert self.process.poll() is None, self.log.read_text()[-3000:]
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            connection.request("GET", "/health")
-            return connection.getresponse().status == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import pytest
 
 from reel_driver.config.errors import PipelineError
 from reel_driver.tracking import runs
+from tests.conftest import TrackingServer, free_port
 
 
 def test_a_logging_error_fails_the_stage_with_one_line(workdir, tmp_path) -> None:
@@ -18,3 +19,23 @@ def test_a_logging_error_fails_the_stage_with_one_line(workdir, tmp_path) -> Non
                               "MlflowException: ") and "\n" not in message
     run = mlflow.search_runs(experiment_names=["reel-driver"]).iloc[0]
     assert run["status"] == "FAILED"
+
+
+@pytest.mark.slow
+def test_with_a_tracking_server_the_artifacts_go_where_the_server_keeps_them(workdir, tmp_path, monkeypatch) -> None:
+    server = TrackingServer(f"sqlite:///{tmp_path / 'server.db'}", free_port(), tmp_path / "server.log",
+                            artifacts=tmp_path / "object-store")
+    server.start()
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+        (tmp_path / "cv_results.parquet").write_bytes(b"PAR1")
+        with runs.run("train") as active:
+            mlflow.log_artifact(str(tmp_path / "cv_results.parquet"))
+        logged = mlflow.MlflowClient(server.uri).get_run(active.info.run_id)
+        assert logged.info.artifact_uri.startswith("mlflow-artifacts:/")  # the server's, proxied
+        stored = list((tmp_path / "object-store").rglob("cv_results.parquet"))
+        assert [path.read_bytes() for path in stored] == [b"PAR1"]
+        # nothing of MLflow's in the workspace: no store, no artifacts
+        assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+    finally:
+        server.stop()

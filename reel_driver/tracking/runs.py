@@ -109,8 +109,11 @@ def _open_store(root: Path, uri: str) -> None:
 
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        # an absolute artifact location: a relative one would follow the working copy
-        mlflow.create_experiment(EXPERIMENT, artifact_location=(root / "mlruns").as_uri())
+        # A tracking server keeps the artifacts where it is told (its --artifacts-destination, the
+        # owner's MinIO): a location here would be this machine's disk, a training pod's, gone with
+        # the Job. A local store gets an absolute one: a relative one would follow the working copy.
+        location = None if uri.startswith(("http://", "https://")) else (root / "mlruns").as_uri()
+        mlflow.create_experiment(EXPERIMENT, artifact_location=location)
     mlflow.set_experiment(EXPERIMENT)
 
 
