@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import polars as pl
@@ -330,7 +331,11 @@ class TrackingServer:
                  "--port", str(self.port), "--workers", "1",
                  *(["--artifacts-destination", self.artifacts.as_uri()] if self.artifacts else [])],
                 env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_for(self._up, 90, "mlflow server did not start")
+        try:
+            _wait_for(self._up, 90, "mlflow server did not start")
+        except BaseException:
+            self.stop()  # a server that never answered does not outlive its test
+            raise
 
     def _up(self) -> bool:
         assert self.process.poll() is None, self.log.read_text()[-3000:]
@@ -342,6 +347,8 @@ class TrackingServer:
             return False
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        if self.process is None:
+            return
+        with suppress(ProcessLookupError):  # the group, even where its first process has died already
             os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
+        self.process.wait(timeout=30)

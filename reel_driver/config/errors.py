@@ -12,6 +12,12 @@ class PipelineError(Exception):
     """A problem with the input, params or environment, worded for the user."""
 
 
+def first_line(error: Exception) -> str:
+    """An error's first line (its type's name where it has no message): what a one-line report quotes."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main() with logging; a PipelineError becomes one line and exit 1."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -27,6 +27,7 @@ from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from reel_driver.config import params
+from reel_driver.config.errors import first_line
 from reel_driver.data import schema
 from reel_driver.model import scoring
 from reel_driver.preparation import features
@@ -130,7 +131,7 @@ class Champion:
             found = registry.champion(self.client)
         except Exception as error:  # noqa: BLE001 (any store failure: keep serving)
             if self.telemetry.unreachable_since is None:  # once an outage: /metrics counts each failed poll
-                log.warning("the registry did not answer (%s): still serving %s", _one_line(error), self._serving())
+                log.warning("the registry did not answer (%s): still serving %s", first_line(error), self._serving())
             self.telemetry.poll_failed()
             return
         if (since := self.telemetry.unreachable_since) is not None:
@@ -162,10 +163,6 @@ class Champion:
         while not stop.wait(seconds):
             self.refresh()
 
-
-def _one_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def _instant(seconds: float) -> str:

@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
-from reel_driver.config.errors import PipelineError
+from reel_driver.config.errors import PipelineError, first_line
 from reel_driver.data import schema
 from reel_driver.model import scoring
 from reel_driver.preparation import features
@@ -204,7 +204,7 @@ def get(client: MlflowClient, version: str) -> Version:
     try:
         return Version.of(client.get_model_version(REGISTERED_MODEL, version))
     except MlflowException as error:
-        raise PipelineError(f"{REGISTERED_MODEL} has no version {version} ({_reason(error)})") from None
+        raise PipelineError(f"{REGISTERED_MODEL} has no version {version} ({first_line(error)})") from None
 
 
 def champion(client: MlflowClient) -> Version | None:
@@ -248,7 +248,3 @@ def load_scorer(version: Version) -> scoring.Scorer:
                                 f"the sha256 train recorded ({version.model_sha256[:12]})")
         return scoring.Scorer.load(files["features"], files["normalization"], files["model"], files.get("ensemble"))
 
-
-def _reason(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

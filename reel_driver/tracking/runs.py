@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from reel_driver.config.errors import PipelineError
+from reel_driver.config.errors import PipelineError, first_line
 from reel_driver.model.ensemble import check_present
 
 if TYPE_CHECKING:
@@ -91,10 +91,6 @@ def store_errors() -> tuple[type[Exception], ...]:
 
     return (MlflowException, SQLAlchemyError, OSError)
 
-
-def _reason(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def _store() -> tuple[Path, str]:
@@ -229,11 +225,11 @@ def run(stage: str) -> Iterator[mlflow.ActiveRun | None]:
     except Exception as error:
         if started and not _unavailable(error):
             raise PipelineError(f"MLflow: recording the {stage} run in {_where(uri)} failed: "
-                                f"{type(error).__name__}: {_reason(error)}") from error
+                                f"{type(error).__name__}: {first_line(error)}") from error
         if not started and not isinstance(error, store_errors()):
             raise
         log.warning("MLflow store %s failed (%s): this %s run is not recorded; the stage's outputs are written",
-                    _where(uri), _reason(error), stage)
+                    _where(uri), first_line(error), stage)
         if not started:
             with suppress(*store_errors()):
                 yield None
