@@ -4,7 +4,9 @@ By default runs go to MLflow's own default store, SQLite `mlflow.db` at the
 repository root, with artifacts in `mlruns/` beside it. Queued and --temp DVC
 experiments run in a copy under .dvc/tmp/exps/; DVC sets DVC_ROOT to the main
 repository for them, so every run lands in the main store, not in the copy.
-MLFLOW_TRACKING_URI overrides the store.
+MLFLOW_TRACKING_URI overrides the store. Where it names a tracking server (the owner's, with
+its artifacts in MinIO), a server that does not answer fails the stage: a run the server never
+recorded is a model it never registered, which nothing could serve.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import logging
 import os
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from importlib.metadata import version
@@ -99,6 +103,30 @@ def _store() -> tuple[Path, str]:
     return root, os.environ.get(TRACKING_URI) or f"sqlite:///{root / 'mlflow.db'}"
 
 
+def names_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def check_server() -> None:
+    """Where MLFLOW_TRACKING_URI names a tracking server, that it answers, before a long search
+    whose run and model only it would keep. Any HTTP answer counts (a proxy asking for a login
+    is an answer); no answer is one line naming the server, never its credentials."""
+    _, uri = _store()
+    if not names_server(uri):
+        return
+    where = without_credentials(uri)
+    try:
+        with urllib.request.urlopen(f"{where.rstrip('/')}/health", timeout=10):
+            pass
+    except urllib.error.HTTPError:
+        pass
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise PipelineError(f"MLflow: the tracking server {where} does not answer ({reason}): nothing is trained, "
+                            "as the run and its model would be recorded there; run dvc repro again once "
+                            "it answers") from error
+
+
 def _open_store(root: Path, uri: str) -> None:
     """Point MLflow at the store, with the experiment in it."""
     import mlflow
@@ -108,7 +136,7 @@ def _open_store(root: Path, uri: str) -> None:
         # A tracking server keeps the artifacts where it is told (its --artifacts-destination, the
         # owner's MinIO): a location here would be this machine's disk, a training pod's, gone with
         # the Job. A local store gets an absolute one: a relative one would follow the working copy.
-        location = None if uri.startswith(("http://", "https://")) else (root / "mlruns").as_uri()
+        location = None if names_server(uri) else (root / "mlruns").as_uri()
         mlflow.create_experiment(EXPERIMENT, artifact_location=location)
     mlflow.set_experiment(EXPERIMENT)
 
@@ -126,7 +154,7 @@ def use_store() -> str:
     _no_progress_bars()
     _, uri = _store()
     mlflow.set_tracking_uri(uri)
-    return _where(uri)
+    return without_credentials(uri)
 
 
 def requirements(families: list[str] | tuple = ()) -> list[str]:
@@ -142,7 +170,8 @@ def open_in_background() -> Callable[[], None]:
     train stage (the first check reads every installed package's metadata; MLflow
     repeats it at each log_model, then from its cache). Call the returned function
     before logging; it re-raises what went wrong, except a failing store, which
-    `run` reports as it always does."""
+    `run` reports as it always does. A tracking server is checked first, here, before the work."""
+    check_server()
     failures: list[BaseException] = []
 
     def work() -> None:
@@ -178,11 +207,11 @@ def _started(stage: str, root: Path, uri: str) -> Iterator[mlflow.ActiveRun]:
     run_tags = {**tags(), "stage": stage}
     name = f"{stage}:{run_tags['dvc_exp_name']}" if run_tags["dvc_exp_name"] else stage
     with mlflow.start_run(run_name=name, tags=run_tags) as active:
-        log.info("MLflow run %s (%s) in %s", active.info.run_id, name, _where(uri))
+        log.info("MLflow run %s (%s) in %s", active.info.run_id, name, without_credentials(uri))
         yield active
 
 
-def _where(uri: str) -> str:
+def without_credentials(uri: str) -> str:
     """The store without credentials (a server URI may carry user:password@)."""
     scheme, _, rest = uri.rpartition("://")
     return f"{scheme}://{rest.split('@')[-1]}" if scheme else uri
@@ -206,9 +235,11 @@ def _unavailable(error: BaseException) -> bool:
 def run(stage: str) -> Iterator[mlflow.ActiveRun | None]:
     """An MLflow run in the main repository's store, named after the stage and DVC experiment.
 
-    A store that cannot be opened, reached or written, or is locked, is one warning, not a
-    failure: the stage's outputs are already written, and a long search is not thrown
-    away for want of its record. (A store that fails to open runs the body without a
+    A local store that cannot be opened, reached or written, or is locked, is one warning, not
+    a failure: the stage's outputs are already written, and a long search is not thrown
+    away for want of its record. A tracking server that stops answering fails the stage with
+    one line: DVC then records nothing for it, and the next `dvc repro` runs it again and
+    records the run (a warning would have let DVC lock a model that no registry holds). (A store that fails to open runs the body without a
     run: its MLflow calls fail again and are swallowed here.) Any other error while
     logging, registering the model above all, fails the stage with one line: a model
     that silently did not register is never served.
@@ -223,13 +254,17 @@ def run(stage: str) -> Iterator[mlflow.ActiveRun | None]:
     except PipelineError:
         raise
     except Exception as error:
+        if names_server(uri) and _unavailable(error):
+            raise PipelineError(f"MLflow: the tracking server {without_credentials(uri)} stopped answering while the {stage} run "
+                                f"was recorded ({first_line(error)}): the run is not recorded, so the stage fails; "
+                                "run dvc repro again once it answers") from error
         if started and not _unavailable(error):
-            raise PipelineError(f"MLflow: recording the {stage} run in {_where(uri)} failed: "
+            raise PipelineError(f"MLflow: recording the {stage} run in {without_credentials(uri)} failed: "
                                 f"{type(error).__name__}: {first_line(error)}") from error
         if not started and not isinstance(error, store_errors()):
             raise
         log.warning("MLflow store %s failed (%s): this %s run is not recorded; the stage's outputs are written",
-                    _where(uri), first_line(error), stage)
+                    without_credentials(uri), first_line(error), stage)
         if not started:
             with suppress(*store_errors()):
                 yield None
