@@ -109,12 +109,14 @@ def server(pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 @contextmanager
-def serving(pipeline: Path, home: Path, store: str) -> Iterator[Server]:
-    """`reel-driver serve` in ``home`` with the pipeline's params, polling ``store`` every 0.2 s."""
+def serving(pipeline: Path, home: Path, store: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """`reel-driver serve` in ``home`` with the pipeline's params, polling ``store`` every 0.2 s, with
+    ``env`` added to its environment."""
     settings = yaml.safe_load((pipeline / "params.yaml").read_text())
     settings["serve"]["poll_seconds"] = 0.2
     (home / "params.yaml").write_text(yaml.safe_dump(settings))
-    env = {key: value for key, value in os.environ.items() if key not in ISOLATED} | {"MLFLOW_TRACKING_URI": store}
+    env = {key: value for key, value in os.environ.items() if key not in ISOLATED} | (env or {}) | {
+        "MLFLOW_TRACKING_URI": store}
     port, log = free_port(), home / "serve.log"
     with log.open("w") as sink:
         process = subprocess.Popen([sys.executable, "-m", "reel_driver.cli", "serve", "--port", str(port)], cwd=home,

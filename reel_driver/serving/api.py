@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from reel_driver.config import params
-from reel_driver.config.errors import first_line
+from reel_driver.config.errors import PipelineError, first_line
 from reel_driver.data import schema
 from reel_driver.model import scoring
 from reel_driver.preparation import features
@@ -122,7 +122,8 @@ class Champion:
         self.client = client
         self.telemetry = telemetry or Telemetry()
         self.served: Served | None = None
-        self._failed: str | None = None  # the version that failed to load, warned about once
+        self._rejected: str | None = None  # a version that loaded but cannot be served: never tried again
+        self._unloaded: str | None = None  # a version whose artifacts did not come: tried at each poll, warned once
 
     def refresh(self) -> None:
         """Ask the registry for the champion; load and swap in a new one. A store that does not
@@ -137,7 +138,7 @@ class Champion:
         if (since := self.telemetry.unreachable_since) is not None:
             log.info("the registry answers again, after %.0f s away", self.telemetry.clock() - since)
         self.telemetry.polled()
-        if found is None or (self.served and self.served.version.version == found.version) or found.version == self._failed:
+        if found is None or (self.served and self.served.version.version == found.version) or found.version == self._rejected:
             return
         try:
             if found.threshold is None:
@@ -146,10 +147,17 @@ class Champion:
             if unsent := unsent_fields(served.scorer.spec):
                 raise ValueError(f"it reads {', '.join(unsent)}, which the media pipeline does not send "
                                  "(train without it: remove it from prep.list_columns)")
-        except Exception as error:  # noqa: BLE001
-            self._failed = found.version
-            log.error("version %s of %s did not load (%s): still serving %s", found.version,
+        except (ValueError, PipelineError) as error:  # the version itself: no later poll would serve it
+            self._rejected = found.version
+            log.error("version %s of %s cannot be served (%s): still serving %s", found.version,
                       registry.REGISTERED_MODEL, error, self._serving())
+            return
+        except Exception as error:  # noqa: BLE001 (its artifacts did not come, MinIO away: the next poll tries again)
+            self.telemetry.load_failures.inc()
+            if self._unloaded != found.version:
+                self._unloaded = found.version
+                log.error("version %s of %s did not load (%s): still serving %s; trying again at each poll",
+                          found.version, registry.REGISTERED_MODEL, first_line(error), self._serving())
             return
         self.served = served  # the swap: requests read self.served once
         self.telemetry.version.set(int(found.version))

@@ -40,6 +40,9 @@ class Telemetry:
         self.poll_failures = Counter("reel_driver_registry_poll_failures",
                                      "Registry polls that got no answer (the current model kept serving)",
                                      registry=self.registry)
+        self.load_failures = Counter("reel_driver_model_load_failures",
+                                     "Loads of a new champion whose artifacts did not come (tried again at the next poll)",
+                                     registry=self.registry)
         self.last_poll: float | None = None  # the clock at the last poll the registry answered
         self.unreachable_since: float | None = None  # the clock at the first failed poll of a run of them
         Gauge("reel_driver_registry_last_success_age_seconds",
