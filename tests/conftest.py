@@ -5,6 +5,7 @@ import hashlib
 import http.client
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,12 @@ REAL_EXPORT = REPO.parent / "shared" / "data" / "atp_training.parquet"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="run tests marked slow (CI always does)")
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker more than the cores, as a third of the suite's time is spent waiting on
+    servers and subprocesses (CI on 2 cores kept 1.4 of them busy with 2 workers); --maxprocesses caps it."""
+    return (os.cpu_count() or 1) + 1
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -314,25 +321,28 @@ def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
         time.sleep(0.1)
 
 
-class TrackingServer:
-    """`mlflow server` on ``store`` at 127.0.0.1:``port``, which a test stops and starts again; in a
-    process group of its own, so that uvicorn's worker stops with it."""
+class _Server:
+    """A server in a process group of its own (so that a worker it forks stops with it) on
+    127.0.0.1:``port``, which a test stops and starts again; ``_command`` says what it is and
+    ``_path`` what answers 200 once it is up."""
 
-    def __init__(self, store: str, port: int, log: Path, artifacts: Path | None = None) -> None:
-        self.store, self.port, self.log, self.artifacts = store, port, log, artifacts
+    _path = "/"
+
+    def __init__(self, port: int, log: Path, env: dict[str, str] | None = None) -> None:
+        self.port, self.log, self.env = port, log, env or {}
         self.uri = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None
 
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
     def start(self) -> None:
-        env = {key: value for key, value in os.environ.items() if key not in ISOLATED}
+        env = {key: value for key, value in os.environ.items() if key not in ISOLATED} | self.env
         with self.log.open("a") as sink:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.store, "--host", "127.0.0.1",
-                 "--port", str(self.port), "--workers", "1",
-                 *(["--artifacts-destination", self.artifacts.as_uri()] if self.artifacts else [])],
-                env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(self._command(), env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
         try:
-            _wait_for(self._up, 90, "mlflow server did not start")
+            _wait_for(self._up, 90, f"{self._command()[:4]} did not start")
         except BaseException:
             self.stop()  # a server that never answered does not outlive its test
             raise
@@ -341,7 +351,7 @@ class TrackingServer:
         assert self.process.poll() is None, self.log.read_text()[-3000:]
         try:
             connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            connection.request("GET", "/health")
+            connection.request("GET", self._path)
             return connection.getresponse().status == 200
         except OSError:
             return False
@@ -352,3 +362,72 @@ class TrackingServer:
         with suppress(ProcessLookupError):  # the group, even where its first process has died already
             os.killpg(self.process.pid, signal.SIGTERM)
         self.process.wait(timeout=30)
+
+
+class TrackingServer(_Server):
+    """`mlflow server` on ``store``; with ``artifacts`` (a directory, or a URI such as s3://…) it
+    keeps the artifacts there and serves them to its clients (MLflow's proxied artifact access)."""
+
+    _path = "/health"
+
+    def __init__(self, store: str, port: int, log: Path, artifacts: Path | str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        # MLflow 3's job runner (eight huey workers for its GenAI jobs) is off: nothing here uses it,
+        # and it took CPU from the pipeline under test
+        super().__init__(port, log, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})})
+        self.store = store
+        self.artifacts = artifacts.as_uri() if isinstance(artifacts, Path) else artifacts
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.store, "--host", "127.0.0.1",
+                "--port", str(self.port), "--workers", "1",
+                *(["--artifacts-destination", self.artifacts] if self.artifacts else [])]
+
+
+# what every client of the S3 server below signs with (moto accepts any); the tests look for them
+# everywhere reel-driver writes, where they must never be. Drawn at each run, so that the
+# repository's own files (copied into every test's repository) cannot hold them
+S3_KEYS = {"AWS_ACCESS_KEY_ID": f"AKIA{secrets.token_hex(8).upper()}",
+           "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30), "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class S3Server(_Server):
+    """An S3 API on loopback, as the owner's MinIO answers it (moto's server mode, from its wheel:
+    no MinIO server installs from the package registries here). moto keeps its objects in memory;
+    it records each request in ``recording`` and replays them when it starts again, so that a
+    stop and a start is an outage of a store that keeps its data, as MinIO's volume does."""
+
+    _path = "/moto-api/"
+
+    def __init__(self, port: int, log: Path, recording: Path) -> None:
+        super().__init__(port, log, {"MOTO_ENABLE_RECORDING": "true", "MOTO_RECORDER_FILEPATH": str(recording),
+                                     "PYTHONPATH": str(REPO), **S3_KEYS})
+        self.recording = recording
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "tests.moto_s3", str(self.port)]
+
+    def start(self) -> None:
+        replay = self.recording.exists()
+        super().start()
+        if replay:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            connection.request("POST", "/moto-api/recorder/replay-recording")
+            assert connection.getresponse().status == 200, "moto did not replay its recording"
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.uri, aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+
+    def create_buckets(self, *names: str) -> None:
+        client = self.client()
+        for name in names:
+            client.create_bucket(Bucket=name)
+
+    def objects(self, bucket: str) -> dict[str, bytes]:
+        client = self.client()
+        keys = [entry["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+                for entry in page.get("Contents", [])]
+        return {key: client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
