@@ -31,13 +31,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="run tests marked slow (CI always does)")
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytester run without xdist loads this conftest too
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: one worker more than the cores, as a third of the suite's time is spent waiting on
     servers and subprocesses (CI on 2 cores kept 1.4 of them busy with 2 workers); --maxprocesses caps it."""
     return (os.cpu_count() or 1) + 1
 
 
+def _minutes_long(item: pytest.Item) -> bool:
+    """A test that declares a timeout of ten minutes or more: it runs for minutes."""
+    marker = item.get_closest_marker("timeout")
+    return bool(marker and marker.args and marker.args[0] >= 600)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # the longest first: xdist hands tests out in this order, and one of minutes started last is
+    # the whole suite waiting on one worker
+    items.sort(key=lambda item: not _minutes_long(item))
     if config.getoption("--runslow") or os.environ.get("CI"):
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow (CI runs it)")
