@@ -38,16 +38,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return (os.cpu_count() or 1) + 1
 
 
-def _minutes_long(item: pytest.Item) -> bool:
-    """A test that declares a timeout of ten minutes or more: it runs for minutes."""
-    marker = item.get_closest_marker("timeout")
-    return bool(marker and marker.args and marker.args[0] >= 600)
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # the longest first: xdist hands tests out in this order, and one of minutes started last is
-    # the whole suite waiting on one worker
-    items.sort(key=lambda item: not _minutes_long(item))
     if config.getoption("--runslow") or os.environ.get("CI"):
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow (CI runs it)")
@@ -164,14 +155,19 @@ def repo_copy(tmp_path: Path) -> Path:
     return _tracked_copy(tmp_path / "repo")
 
 
-def small_params(repo: Path) -> None:
+def small_params(repo: Path, ensemble: bool = True) -> None:
     """A small sample and a short search in ``repo``'s params.yaml, edited as text so that the file
-    keeps its comments and layout, as a user's does: the flows, not the figures, are under test."""
+    keeps its comments and layout, as a user's does: the flows, not the figures, are under test.
+    ``ensemble=False``: XGBoost alone, for the tests of servers and jobs (a third of train's time)."""
     path = repo / "params.yaml"
     text = path.read_text()
     for key, value, small in (("sample_rows", 4000, 1200), ("budget", 18, 4), ("cv_folds", 5, 3)):
         assert f"  {key}: {value} " in text, key
         text = text.replace(f"  {key}: {value} ", f"  {key}: {small} ", 1)
+    if not ensemble:
+        members = "  ensemble:\n  - lightgbm\n  - catboost\n"
+        assert members in text
+        text = text.replace(members, "  ensemble: []\n", 1)
     path.write_text(text)
 
 

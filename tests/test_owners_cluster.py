@@ -78,7 +78,7 @@ def test_the_weekly_run_on_the_owners_servers(real_table: str, tmp_path: Path) -
                               env={"MLFLOW_S3_ENDPOINT_URL": s3.uri, **S3_KEYS})
     tracking.start()
     repo = _tracked_copy(tmp_path / "repo")
-    small_params(repo)
+    small_params(repo, ensemble=False)
     # the training Job's environment: the Secret's keys and DSN, MLflow's own variables
     job = {**{key: value for key, value in os.environ.items() if key not in ISOLATED},
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **GIT_AND_PYTHON, **S3_KEYS,
