@@ -6,6 +6,7 @@ that command runs (serve and promote load MLflow; predict and params do not).
 
 import argparse
 import importlib
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -21,6 +22,7 @@ COMMAND_MODULES = {
     "predict": "reel_driver.commands.predict",
     "publish": "reel_driver.commands.publish",
     "promote": "reel_driver.commands.promote",
+    "retrain": "reel_driver.commands.retrain",
     "review": "reel_driver.review.report",
     "serve": "reel_driver.serving.api",
 }
@@ -119,6 +121,17 @@ def parser() -> argparse.ArgumentParser:
     promoter.add_argument("--force", metavar="REASON",
                           help="promote even if the gate fails; the reason is kept as a tag of the version")
     promoter.set_defaults(handler=promote)
+
+    retrainer = commands.add_parser(
+        "retrain",
+        help="the weekly job: retrain on the table if its reviewed rows changed, gate, promote and publish",
+        description="Clone $REEL_DRIVER_GIT_URL (branch $REEL_DRIVER_GIT_BRANCH, default main), dvc pull, "
+        "dvc repro on the table; only when train ran: dvc push, the run to a branch retrain/..., then promote's "
+        "gate: passed, atp.prediction is replaced and the champion moves together. Exit codes: 0 promoted, "
+        "3 nothing to retrain, 4 refused by the gate, 1 failed (nothing changed). Settings from the "
+        "environment: docs/deploying.md.",
+    )
+    retrainer.set_defaults(handler=lambda a: sys.exit(_command("retrain").retrain()))
 
     server = commands.add_parser(
         "serve",

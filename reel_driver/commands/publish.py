@@ -2,6 +2,7 @@
 atp.prediction (read by the review screens through atp.movies), replaced in one transaction."""
 
 import logging
+from collections.abc import Callable
 
 import polars as pl
 from psycopg import sql
@@ -58,13 +59,16 @@ def labeled(out_of_fold: pl.DataFrame, hold_out: pl.DataFrame, threshold: float)
     )
 
 
-def publish(table_name: str | None) -> None:
+def publish(table_name: str | None, before_commit: Callable[[], None] | None = None) -> None:
+    """Replace ``table_name`` (default publish.table); ``before_commit`` runs in its transaction
+    (the weekly job moves the champion alias there, so the two change together)."""
     settings = params.load()
     rows = labeled(
         pl.read_parquet(paths.OUT_OF_FOLD), pl.read_parquet(paths.PREDICTIONS), settings.evaluate.threshold
     ).with_columns(model_sha256=pl.lit(runs.model_sha256(paths.MODEL, paths.ENSEMBLE)))
     table = database.identifier(table_name or settings.publish.table)
     with database.connect() as conn:
-        written = database.replace_rows(conn, table, predictions_table(table), rows.iter_slices(settings.publish.batch_rows))
+        written = database.replace_rows(conn, table, predictions_table(table), rows.iter_slices(settings.publish.batch_rows),
+                                        before_commit)
     log.info("%d training rows -> %s (threshold %.2f; the hold-out's by the model, the rest out of fold)",
              written, table_name or settings.publish.table, settings.evaluate.threshold)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -333,9 +333,11 @@ def read_frames(
 
 
 def replace_rows(
-    conn: psycopg.Connection, table: sql.Identifier, create: sql.Composable, batches: Iterable[pl.DataFrame]
+    conn: psycopg.Connection, table: sql.Identifier, create: sql.Composable, batches: Iterable[pl.DataFrame],
+    before_commit: Callable[[], None] | None = None,
 ) -> int:
-    """Replace the whole content of ``table`` with ``batches``, in one transaction.
+    """Replace the whole content of ``table`` with ``batches``, in one transaction;
+    ``before_commit`` runs once every row is in, and its failure rolls them back.
 
     The table is created (``create``) when missing. Concurrent calls for one table
     run one after the other (an advisory lock), so the last to commit wins whole.
@@ -366,6 +368,8 @@ def replace_rows(
                 with cur.copy(copy_sql) as copy:
                     copy.write(batch.write_csv(include_header=False))
                 rows += batch.height
+            if before_commit:
+                before_commit()
     except psycopg.Error as error:
         raise PipelineError(
             f"writing {table.as_string(conn)} failed, its previous content is unchanged: {' '.join(str(error).split())}"

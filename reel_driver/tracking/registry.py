@@ -42,6 +42,8 @@ THRESHOLD = "threshold"
 HOLD_OUT = "hold_out_metrics"
 EVALUATE_RUN = "evaluate_run_id"
 FORCED = "promoted_by_force"
+# the weekly job's verdict on a version it trained (`passed` or `refused: why`), on the version and its run
+GATE = "retrain_gate"
 
 
 class ServedModel(mlflow.pyfunc.PythonModel):
@@ -233,6 +235,12 @@ def promote(client: MlflowClient, version: Version, forced_because: str | None) 
     if forced_because:
         client.set_model_version_tag(REGISTERED_MODEL, version.version, FORCED, forced_because)
     client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, version.version)
+
+
+def record_gate(client: MlflowClient, version: Version, verdict: str) -> None:
+    client.set_model_version_tag(REGISTERED_MODEL, version.version, GATE, verdict)
+    if version.run_id:
+        client.set_tag(version.run_id, GATE, verdict)
 
 
 def load_scorer(version: Version) -> scoring.Scorer:
