@@ -63,23 +63,29 @@ def retrain() -> int:
     if not url:
         raise PipelineError(f"{GIT_URL} is not set: the weekly job clones the repository from it")
     branch = os.environ.get(GIT_BRANCH, "main")
+    runs.check_server()  # the registry away: fail now, not after the clone, the pull and the stages before train
     with _the_only_retrain(), _workdir() as repo:
         _git(repo.parent, "clone", "--quiet", "--branch", branch, url, str(repo), what=f"cloning branch {branch}")
         if commit := os.environ.get(COMMIT):  # the code that runs is the code the run records
             _git(repo, "checkout", "--quiet", commit, what=f"checking out the image's commit {commit[:12]}")
         os.chdir(repo)
-        _dvc("pull", what=f"bringing {branch}'s run back from the DVC remote")
+        base = _last_run(repo) or branch
+        if base != branch:  # this code's newest run is a weekly branch not merged yet: its lock, not main's
+            _git(repo, "checkout", "--quiet", f"origin/{base}", "--", *COMMITTED, what=f"taking {base}'s run")
+        log.info("the last run: %s", base)
+        _dvc("pull", what=f"bringing {base}'s run back from the DVC remote")
         before = _train_outputs()
         _dvc("repro", what="dvc repro on the table")
         if _train_outputs() == before:
-            log.info("the reviewed training rows did not change: nothing to retrain (exit %d)", NOTHING_TO_RETRAIN)
+            log.info("the reviewed training rows did not change since %s's run: nothing to retrain (exit %d)", base,
+                     NOTHING_TO_RETRAIN)
             return NOTHING_TO_RETRAIN
         client, where = registry.connect()
         candidate = registry.of_model_file(client, paths.MODEL, paths.ENSEMBLE)
         current = registry.champion(client)
         if current and current.model_sha256 == candidate.model_sha256:
-            log.info("the model trained is champion version %s's own (a weekly branch not merged into %s yet?): "
-                     "nothing to retrain (exit %d)", current.version, branch, NOTHING_TO_RETRAIN)
+            log.info("the model trained is champion version %s's own: nothing to retrain (exit %d)", current.version,
+                     NOTHING_TO_RETRAIN)
             return NOTHING_TO_RETRAIN
         _dvc("push", what="pushing the run's data and models to the DVC remote")
         pushed = _push_branch(repo, branch)
@@ -160,6 +166,21 @@ def _train_outputs() -> object:
     return stages.get("train", {}).get("outs")
 
 
+def _last_run(repo: Path) -> str | None:
+    """The newest weekly branch that is a run on top of this checkout (it holds this code, and
+    differs only in the run's files), or None."""
+    listed = _git(repo, "for-each-ref", "--format=%(refname:lstrip=3)", f"refs/remotes/origin/{BRANCH_PREFIX}",
+                  what="listing the weekly branches", echo=False).stdout.split()
+    for name in sorted(listed, reverse=True):  # retrain/YYYYMMDD-HHMMSS: the newest first
+        ref = f"origin/{name}"
+        if _git(repo, "merge-base", "--is-ancestor", "HEAD", ref, what="", echo=False, check=False).returncode:
+            continue
+        changed = _git(repo, "diff", "--name-only", "HEAD", ref, what=f"comparing {name}", echo=False).stdout.split()
+        if all(path.split("/")[0] in COMMITTED for path in changed):
+            return name
+    return None
+
+
 def _push_branch(repo: Path, branch: str) -> str:
     name = f"{BRANCH_PREFIX}{datetime.now(UTC):%Y%m%d-%H%M%S}"
     _git(repo, "checkout", "--quiet", "-b", name, what=f"creating branch {name}")
@@ -178,13 +199,16 @@ def _environment() -> dict[str, str]:
             "PYTHONPATH": str(Path.cwd())}
 
 
-def _git(cwd: Path, *args: str, what: str) -> None:
-    """git, its output passed on with the repository's URL (and any token in it) left out."""
+def _git(cwd: Path, *args: str, what: str, echo: bool = True, check: bool = True) -> subprocess.CompletedProcess:
+    """git; its output passed on (``echo``) with the repository's URL (and any token in it) left out."""
     done = subprocess.run(["git", *args], cwd=cwd, env=_environment(), capture_output=True, text=True, check=False)
     url = os.environ.get(GIT_URL, "")
-    sys.stderr.write((done.stdout + done.stderr).replace(url, runs.without_credentials(url)) if url else
-                     done.stdout + done.stderr)
-    _check(done.returncode, what)
+    if echo or (check and done.returncode):
+        sys.stderr.write((done.stdout + done.stderr).replace(url, runs.without_credentials(url)) if url else
+                         done.stdout + done.stderr)
+    if check:
+        _check(done.returncode, what)
+    return done
 
 
 def _dvc(*args: str, what: str) -> None:
