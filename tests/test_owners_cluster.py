@@ -9,7 +9,6 @@ import os
 import secrets
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import mlflow
@@ -33,7 +32,7 @@ from tests.conftest import (
 )
 from tests.test_pipeline import _outputs
 from tests.test_scoring import hold_out_raw
-from tests.test_serve import items_of, scraped, serving, wait_for
+from tests.test_serve import MediaPipeline, items_of, scraped, serving, wait_for
 
 REALDB = REPO.parent / "shared" / "tools" / "realdb.py"
 # what the owner's pods hold in their Secret, each looked for in everything reel-driver writes
@@ -97,7 +96,7 @@ def test_the_weekly_run_on_the_owners_servers(real_table: str, tmp_path: Path) -
     dvc = lambda *args, **where: run(sys.executable, "-m", "dvc", *args, **where)  # noqa: E731
     cli = lambda *args, **where: run(sys.executable, "-m", "reel_driver.cli", *args, **where)  # noqa: E731
     client = mlflow.MlflowClient(tracking.uri)
-    stop, failures, served = threading.Event(), [], set()
+    calls = None
     try:
         run("git", "checkout", "-q", "-b", "main")
         dvc("remote", "add", "--default", "minio", "s3://dvc/reel-driver")
@@ -131,21 +130,8 @@ def test_the_weekly_run_on_the_owners_servers(real_table: str, tmp_path: Path) -
             hold_out = hold_out_raw(repo)
             assert _parity(server.client(), hold_out, repo) <= 1e-6
 
-            def media_pipeline() -> None:  # the media pipeline's 15-minute scoring, without the 15 minutes
-                caller = server.client()
-                items = {"items": items_of(hold_out.head(20))}
-                while not stop.wait(0.05):
-                    try:
-                        answer = caller.call("POST", "/reel-driver/api/predict_batch", items)
-                        if answer.status != 200:
-                            failures.append(answer.status)
-                        served.add(caller.call("GET", "/reel-driver/api/model").json["version"])
-                    except OSError as error:
-                        failures.append(repr(error))
-                        caller = server.client()
-
-            caller = threading.Thread(target=media_pipeline, daemon=True)
-            caller.start()
+            calls = MediaPipeline(server, items_of(hold_out.head(20)))
+            calls.start()
 
             # ---- MinIO away during dvc push: DVC's own error; the push again completes ----
             run("git", "add", "-A")
@@ -183,9 +169,8 @@ def test_the_weekly_run_on_the_owners_servers(real_table: str, tmp_path: Path) -
                      "the new champion was not loaded once MinIO was back")
             assert _parity(server.client(), hold_out, repo) <= 1e-6
             metrics_text = server.client().call("GET", "/metrics").text
-            stop.set()
-            caller.join(timeout=30)
-            assert failures == [] and served == {"1", "2"}, (failures, served)
+            calls.stop()
+            assert calls.failures == [] and calls.served == {"1", "2"}, (calls.failures, calls.served)
         serve_log = (tmp_path / "serve" / "serve.log").read_text()
         assert "did not load" in serve_log and serve_log.count("did not load") == 1, serve_log
 
@@ -227,7 +212,8 @@ def test_the_weekly_run_on_the_owners_servers(real_table: str, tmp_path: Path) -
         for secret in SECRETS:
             assert not [text for text in written if secret in text], secret
     finally:
-        stop.set()
+        if calls:
+            calls.stop()
         tracking.stop()
         s3.stop()
 

@@ -71,6 +71,39 @@ class Server:
                               capture_output=True, text=True)
 
 
+class MediaPipeline:
+    """The media pipeline's scoring, without its 15 minutes: a batch and the served version every
+    50 ms on one keep-alive connection, in a thread from start() to stop(). Every failure is kept
+    (none ends the calls), and every version that answered."""
+
+    def __init__(self, server: Server, items: list[dict]) -> None:
+        self.server, self.body = server, {"items": items}
+        self.failures: list = []
+        self.served: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._calls, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _calls(self) -> None:
+        caller = self.server.client()
+        while not self._stop.wait(0.05):
+            try:
+                answer = caller.call("POST", "/reel-driver/api/predict_batch", self.body)
+                if answer.status != 200:
+                    self.failures.append(answer.status)
+                self.served.add(caller.call("GET", "/reel-driver/api/model").json["version"])
+            except Exception as error:  # noqa: BLE001
+                self.failures.append(repr(error))
+                caller = self.server.client()
+
+
 def wait_for(condition, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
