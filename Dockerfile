@@ -23,6 +23,10 @@ RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --constraint requirem
 FROM ${BASE_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 RUN useradd --uid 10001 --user-group --create-home --home-dir /home/reel-driver reel-driver
+# LightGBM's wheel links the system's OpenMP (XGBoost's and scikit-learn's carry their own); the slim image has none
+# hadolint ignore=DL3008
+RUN python3 -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('gomp'))" || { apt-get update && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*; }
 
 # ---- serve: reel-driver serve, its settings from serve.* in params.yaml and MLflow's variables
 FROM runtime AS serve

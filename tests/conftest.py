@@ -29,6 +29,8 @@ REAL_EXPORT = REPO.parent / "shared" / "data" / "atp_training.parquet"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="run tests marked slow (CI always does)")
+    parser.addoption("--images", action="store_true",
+                     help="run tests marked images: they build the Docker images with podman (CI's own step)")
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytester run without xdist loads this conftest too
@@ -39,6 +41,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--images"):
+        apart = pytest.mark.skip(reason="images: run with --images (CI runs them as a step of their own)")
+        for item in items:
+            if "images" in item.keywords:
+                item.add_marker(apart)
     if config.getoption("--runslow") or os.environ.get("CI"):
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow (CI runs it)")
