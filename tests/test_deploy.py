@@ -75,6 +75,9 @@ def test_the_deployment_is_the_owners() -> None:
     assert serve["ports"] == [{"name": "http", "containerPort": 8000}]
     assert serve["readinessProbe"]["httpGet"]["path"] == "/reel-driver/health"
     assert serve["livenessProbe"]["httpGet"]["path"].startswith("/reel-driver/")
+    # out of the Service before SIGTERM, and the drain inside the grace period
+    assert serve["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= 5 + 10
     service = _resources()["serve-service.yaml"]
     assert service["spec"]["ports"][0]["port"] == 8000
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
